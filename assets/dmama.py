@@ -1,0 +1,238 @@
+"""DMAMA, the district-metered-area management system: DMAs, meters and their readings, landed raw.
+
+The client (``resources/dmama.py``) fetches and decodes, ``quality/conform.py`` types the rows and sets
+aside what cannot be typed, and the lake writes one Parquet file per partition. Rows are never dropped:
+every materialization reconciles ``rows_received = rows_written + rows_rejected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.partitions import daily, hourly
+from quality.conform import Conformed, conform, rejects_table
+from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS, TABLES
+from resources.dmama import DmamaClient
+from resources.http import SourceError
+from resources.lake import Grain, Lake, LakeTable, Written, partition_starts
+
+SOURCE = "dmama"
+
+
+class ReadingsConfig(dg.Config):
+    """How a range of partitions is fetched: in chunks, so a month's backfill never sits in memory."""
+
+    chunk_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 31,
+        description="Hours asked of DMAMA per DMA or meter in one request; also the unit written at once.",
+    )
+
+
+def _common(table: LakeTable) -> dict:
+    return {
+        "key_prefix": SOURCE,
+        "group_name": SOURCE,
+        "owners": ["team:network"],
+        "metadata": {
+            "dagster/column_schema": table.dagster_column_schema(),
+            "lake_table": f"{table.layer}.{table.name}",
+        },
+        "tags": {"source": SOURCE},
+    }
+
+
+@dg.asset(name="dmas", kinds={"http", "parquet"}, **_common(DMAS))
+def dmas(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> dg.MaterializeResult:
+    """District metered areas: one row per DMA with its connections, mains length, pressure target
+    and inflow meters. Replaced whole on every run; DMAs change slowly."""
+    rows = _fetch(context, "DMA catalogue", dmama.dma_catalogue)
+    loaded = conform(rows, DMAS, source=SOURCE, partition_key="snapshot")
+    written = lake.replace_snapshot(DMAS, loaded.frame)
+    lake.replace_snapshot(rejects_table(DMAS), loaded.rejects)
+    frame = written.frame
+    return dg.MaterializeResult(
+        metadata={
+            **_reconciliation(loaded),
+            "dmas": written.rows,
+            "connections": int(frame["connections"].sum() or 0),
+            "zones": frame["zone"].n_unique(),
+            "preview": _preview(frame),
+        }
+    )
+
+
+@dg.asset(name="meters", kinds={"http", "parquet"}, **_common(METERS))
+def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> dg.MaterializeResult:
+    """Every customer and inflow meter with its DMA, class and register size. Replaced whole."""
+
+    def fetch() -> list[dict]:
+        return [row for dma in dmama.dma_list() for row in dmama.meters(dma["dma_id"])]
+
+    rows = _fetch(context, "meter list", fetch)
+    loaded = conform(rows, METERS, source=SOURCE, partition_key="snapshot")
+    written = lake.replace_snapshot(METERS, loaded.frame)
+    lake.replace_snapshot(rejects_table(METERS), loaded.rejects)
+    frame = written.frame
+    by_kind = dict(frame.group_by("kind").len().sort("kind").iter_rows())
+    return dg.MaterializeResult(
+        metadata={
+            **_reconciliation(loaded),
+            "meters": written.rows,
+            "dmas": written.distinct("dma_id"),
+            "customer_meters": int(by_kind.get("customer", 0)),
+            "inflow_meters": int(by_kind.get("inflow", 0)),
+        }
+    )
+
+
+@dg.asset(
+    name="flow_readings",
+    kinds={"http", "parquet"},
+    partitions_def=hourly,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    **_common(FLOW_READINGS),
+)
+def flow_readings(
+    context: dg.AssetExecutionContext, config: ReadingsConfig, dmama: DmamaClient, lake: Lake
+) -> dg.MaterializeResult:
+    """Flow (m³/h) and pressure (bar) every 15 minutes at each DMA's inlet, as DMAMA reported them.
+    One file per hour; a range of hours is fetched a day at a time and written hour by hour."""
+    dma_ids = [row["dma_id"] for row in _fetch(context, "DMA list", dmama.dma_list)]
+
+    def fetch(start: datetime, end: datetime) -> list[dict]:
+        return [row for _, rows in dmama.flow_readings_many(dma_ids, start, end) for row in rows]
+
+    return _load_range(context, config, lake, FLOW_READINGS, "hour", fetch, entity="dma_id")
+
+
+@dg.asset(
+    name="meter_readings",
+    kinds={"http", "parquet"},
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[meters],
+    **_common(METER_READINGS),
+)
+def meter_readings(
+    context: dg.AssetExecutionContext, config: ReadingsConfig, dmama: DmamaClient, lake: Lake
+) -> dg.MaterializeResult:
+    """Hourly register readings (m³) of every meter in the meter list, one file per UTC day.
+    Reads the meter list from the lake, so materialize dmama/meters first."""
+    meter_ids = lake.read(METERS)["meter_id"].to_list()
+    if not meter_ids:
+        raise dg.Failure(
+            description=(
+                f"dmama/meter_readings for partition {_partition_label(context)}: the meter list "
+                f"{METERS.layer}.{METERS.name} is empty; materialize dmama/meters first."
+            )
+        )
+
+    def fetch(start: datetime, end: datetime) -> list[dict]:
+        return [row for _, rows in dmama.meter_readings_many(meter_ids, start, end) for row in rows]
+
+    return _load_range(context, config, lake, METER_READINGS, "day", fetch, entity="meter_id")
+
+
+def _load_range(
+    context: dg.AssetExecutionContext,
+    config: ReadingsConfig,
+    lake: Lake,
+    table: LakeTable,
+    grain: Grain,
+    fetch,
+    *,
+    entity: str,
+) -> dg.MaterializeResult:
+    """Fetch, type and write the run's partitions chunk by chunk; return the reconciled figures."""
+    window = context.partition_time_window
+    label = _partition_label(context)
+    received = written = rejected = files = 0
+    entities: set[str] = set()
+    first: datetime | None = None
+    last: datetime | None = None
+    reasons: dict[str, int] = {}
+    preview = table.empty()
+    for start, end in _chunks(window.start, window.end, config.chunk_hours, grain):
+        rows = _fetch(context, f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z", lambda: fetch(start, end))
+        loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end))
+        starts = partition_starts(start, end, grain)
+        out: Written = lake.replace_partitions(table, loaded.frame, starts, grain)
+        lake.replace_partitions(rejects_table(table), loaded.rejects, starts, grain)
+        received += loaded.received
+        written += out.rows
+        rejected += loaded.rejected
+        files += len(out.paths)
+        entities.update(out.frame[entity].unique().to_list())
+        for field, count in loaded.reasons().items():
+            reasons[field] = reasons.get(field, 0) + count
+        span = out.time_range()
+        if span:
+            first = span[0] if first is None else min(first, span[0])
+            last = span[1] if last is None else max(last, span[1])
+        if preview.height == 0:
+            preview = out.frame.head(10)
+        context.log.info(
+            f"{table.name}: {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z received {loaded.received}, "
+            f"wrote {out.rows} in {len(out.paths)} files, rejected {loaded.rejected}"
+        )
+    metadata: dict = {
+        "rows_received": received,
+        "rows_written": written,
+        "rows_rejected": rejected,
+        "dagster/row_count": written,
+        "partitions_written": files,
+        f"distinct_{entity}": len(entities),
+        "first_timestamp": first.isoformat() if first else "none",
+        "last_timestamp": last.isoformat() if last else "none",
+        "preview": _preview(preview),
+    }
+    if reasons:
+        metadata["rejects_by_field"] = reasons
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _chunks(start: datetime, end: datetime, hours: int, grain: Grain) -> Iterator[tuple[datetime, datetime]]:
+    # A chunk never splits a partition: daily partitions are fetched whole whatever chunk_hours says.
+    step = timedelta(hours=hours) if grain == "hour" else timedelta(days=max(1, hours // 24))
+    cursor = start
+    while cursor < end:
+        yield cursor, min(cursor + step, end)
+        cursor += step
+
+
+def _fetch(context: dg.AssetExecutionContext, what: str, call):
+    """Run a client call; turn a source failure into a Dagster failure naming source and partition."""
+    try:
+        return call()
+    except SourceError as error:
+        raise dg.Failure(
+            description=f"dmama: could not load {what} for partition {_partition_label(context)}: {error}",
+            metadata={"source": SOURCE, "endpoint": error.endpoint or "", "status": error.status or 0},
+        ) from error
+
+
+def _partition_label(context: dg.AssetExecutionContext) -> str:
+    if not context.has_partition_key_range:
+        return "snapshot"
+    keys = context.partition_key_range
+    return keys.start if keys.start == keys.end else f"{keys.start}…{keys.end}"
+
+
+def _reconciliation(loaded: Conformed) -> dict:
+    return {
+        "rows_received": loaded.received,
+        "rows_written": loaded.written,
+        "rows_rejected": loaded.rejected,
+        "dagster/row_count": loaded.written,
+    }
+
+
+def _preview(frame: pl.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(10).to_pandas().to_markdown(index=False))

@@ -1,0 +1,238 @@
+"""The DMAMA data contract: the shape of each table it lands and the rules its rows must meet.
+
+Tables are declared here, below the assets, so the assets that write them and the checks that read
+them share one declaration (and ``quality/`` never imports ``assets/``: checks name assets by key).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+import dagster as dg
+import polars as pl
+
+from quality.gx import CheckInput, Rule, build_gx_checks
+from resources.lake import Column, LakeTable
+
+UTC_TIME = pl.Datetime("us", "UTC")
+
+DMAS = LakeTable(
+    layer="raw",
+    name="dmama_dmas",
+    description="District metered areas as DMAMA describes them today: size, network length, pressure target.",
+    columns=(
+        Column("dma_id", pl.String(), "DMAMA identifier of the district metered area.", nullable=False),
+        Column("name", pl.String(), "Name of the DMA."),
+        Column("zone", pl.String(), "Supply zone the DMA belongs to."),
+        Column("connections", pl.Int64(), "Number of service connections (customers) in the DMA."),
+        Column("mains_length_km", pl.Float64(), "Length of mains in the DMA, km (for UARL and ILI)."),
+        Column("target_pressure_bar", pl.Float64(), "Pressure the DMA is managed to, bar."),
+        Column("inflow_meter_ids", pl.List(pl.String()), "Meters that measure the DMA's system input volume."),
+        Column("latitude", pl.Float64(), "Latitude of the DMA centre, EPSG:4326."),
+        Column("longitude", pl.Float64(), "Longitude of the DMA centre, EPSG:4326."),
+        Column("commissioned_on", pl.Date(), "Date the DMA boundary was closed and metered."),
+    ),
+    key=("dma_id",),
+)
+
+METERS = LakeTable(
+    layer="raw",
+    name="dmama_meters",
+    description="Customer and inflow meters of every DMA, as DMAMA lists them today.",
+    columns=(
+        Column("meter_id", pl.String(), "DMAMA identifier of the meter.", nullable=False),
+        Column("dma_id", pl.String(), "DMA the meter belongs to.", nullable=False),
+        Column("kind", pl.String(), "customer (billing) or inflow (measures DMA input)."),
+        Column("customer_class", pl.String(), "residential, commercial or industrial; empty for inflow meters."),
+        Column("register_digits", pl.Int64(), "Digits of the register; it rolls over at 10^digits m³."),
+        Column("installed_on", pl.Date(), "Date the meter was installed."),
+    ),
+    key=("meter_id",),
+)
+
+FLOW_READINGS = LakeTable(
+    layer="raw",
+    name="dmama_flow_readings",
+    description="Flow and pressure of each DMA's inflow every 15 minutes, as DMAMA reported them.",
+    columns=(
+        Column("dma_id", pl.String(), "DMA the reading is for.", nullable=False),
+        Column("timestamp", UTC_TIME, "Start of the 15-minute interval, UTC.", nullable=False),
+        Column("flow_m3h", pl.Float64(), "Mean inflow over the interval, m³/h.", nullable=False),
+        Column("pressure_bar", pl.Float64(), "Mean pressure at the DMA inlet over the interval, bar."),
+    ),
+    key=("dma_id", "timestamp"),
+    time_column="timestamp",
+)
+
+METER_READINGS = LakeTable(
+    layer="raw",
+    name="dmama_meter_readings",
+    description="Hourly register (index) readings of every meter, m³, as DMAMA reported them.",
+    columns=(
+        Column("meter_id", pl.String(), "Meter the reading is for.", nullable=False),
+        Column("timestamp", UTC_TIME, "Time of the reading, UTC.", nullable=False),
+        Column("register_m3", pl.Float64(), "Register value, m³; rolls over at 10^register_digits.", nullable=False),
+    ),
+    key=("meter_id", "timestamp"),
+    time_column="timestamp",
+)
+
+TABLES = (DMAS, METERS, FLOW_READINGS, METER_READINGS)
+
+
+# Physical limits, not operating targets: a value outside them is a broken meter or a broken feed.
+MAX_DMA_INFLOW_M3H = 10_000.0
+MAX_NETWORK_PRESSURE_BAR = 16.0
+READING_INTERVAL = timedelta(minutes=15)
+
+FLOW_READINGS_KEY = dg.AssetKey(["dmama", "flow_readings"])
+METER_READINGS_KEY = dg.AssetKey(["dmama", "meter_readings"])
+DMAS_KEY = dg.AssetKey(["dmama", "dmas"])
+METERS_KEY = dg.AssetKey(["dmama", "meters"])
+
+
+def _known_dma_ids(check: CheckInput) -> list[str]:
+    return check.lake.read(DMAS)["dma_id"].to_list()
+
+
+def _known_meter_ids(check: CheckInput) -> list[str]:
+    return check.lake.read(METERS)["meter_id"].to_list()
+
+
+def _expected_flow_rows(check: CheckInput) -> int:
+    """Readings the window should hold by now: one per DMA per quarter hour that has ended."""
+    if check.window is None:
+        return 0
+    start, end = check.window
+    ended = min(end, check.now.astimezone(UTC)) - start
+    quarters = max(0, int(ended / READING_INTERVAL))
+    return quarters * len(_known_dma_ids(check))
+
+
+def _keys(*columns: str) -> Rule:
+    return Rule(
+        name="keys_present",
+        description=f"Every row names its {' and '.join(columns)}.",
+        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
+    )
+
+
+def _unique(*columns: str) -> Rule:
+    return Rule(
+        name="unique_" + "_".join(columns),
+        description=f"No two rows share ({', '.join(columns)}): a re-run or a duplicated answer never doubles a reading.",
+        expectations=lambda gxe, _: [
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))
+            if len(columns) > 1
+            else gxe.ExpectColumnValuesToBeUnique(column=columns[0])
+        ],
+    )
+
+
+FLOW_RULES = (
+    _keys("dma_id", "timestamp"),
+    _unique("dma_id", "timestamp"),
+    Rule(
+        name="values_in_physical_range",
+        description=(
+            f"Flow within 0–{MAX_DMA_INFLOW_M3H:,.0f} m³/h and pressure within 0–{MAX_NETWORK_PRESSURE_BAR:.0f} bar: "
+            "anything outside is a faulty instrument or feed, not demand."
+        ),
+        expectations=lambda gxe, _: [
+            gxe.ExpectColumnValuesToBeBetween(column="flow_m3h", min_value=0, max_value=MAX_DMA_INFLOW_M3H),
+            gxe.ExpectColumnValuesToBeBetween(column="pressure_bar", min_value=0, max_value=MAX_NETWORK_PRESSURE_BAR),
+        ],
+    ),
+    Rule(
+        name="known_dmas",
+        description="Every reading belongs to a DMA in the DMA catalogue (dmama/dmas); refresh it if a DMA is new.",
+        expectations=lambda gxe, check: [
+            gxe.ExpectColumnValuesToBeInSet(column="dma_id", value_set=_known_dma_ids(check))
+        ],
+        severity=dg.AssetCheckSeverity.WARN,
+        blocking=False,
+    ),
+    Rule(
+        name="complete",
+        description="One reading per DMA for every quarter hour of the window that has ended (gaps show here).",
+        expectations=lambda gxe, check: [gxe.ExpectTableRowCountToBeBetween(min_value=_expected_flow_rows(check))],
+        severity=dg.AssetCheckSeverity.WARN,
+        blocking=False,
+    ),
+)
+
+METER_RULES = (
+    _keys("meter_id", "timestamp"),
+    _unique("meter_id", "timestamp"),
+    Rule(
+        name="register_not_negative",
+        description="Register readings are zero or more m³ (a register counts up and rolls over to zero).",
+        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToBeBetween(column="register_m3", min_value=0)],
+    ),
+    Rule(
+        name="known_meters",
+        description="Every reading belongs to a meter in the meter list (dmama/meters).",
+        expectations=lambda gxe, check: [
+            gxe.ExpectColumnValuesToBeInSet(column="meter_id", value_set=_known_meter_ids(check))
+        ],
+        severity=dg.AssetCheckSeverity.WARN,
+        blocking=False,
+    ),
+)
+
+DMA_RULES = (
+    _keys("dma_id"),
+    _unique("dma_id"),
+    Rule(
+        name="plausible_size",
+        description="A DMA has 1–100,000 connections and a pressure target of 0.5–10 bar.",
+        expectations=lambda gxe, _: [
+            gxe.ExpectColumnValuesToBeBetween(column="connections", min_value=1, max_value=100_000),
+            gxe.ExpectColumnValuesToBeBetween(column="target_pressure_bar", min_value=0.5, max_value=10),
+        ],
+    ),
+)
+
+METER_LIST_RULES = (
+    _keys("meter_id", "dma_id"),
+    _unique("meter_id"),
+    Rule(
+        name="known_kind",
+        description="A meter is either a customer meter or a DMA inflow meter.",
+        expectations=lambda gxe, _: [
+            gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["customer", "inflow"])
+        ],
+    ),
+    Rule(
+        name="known_dmas",
+        description="Every meter belongs to a DMA in the DMA catalogue (dmama/dmas).",
+        expectations=lambda gxe, check: [
+            gxe.ExpectColumnValuesToBeInSet(column="dma_id", value_set=_known_dma_ids(check))
+        ],
+        severity=dg.AssetCheckSeverity.WARN,
+        blocking=False,
+    ),
+)
+
+
+def dmama_checks(
+    hourly: dg.TimeWindowPartitionsDefinition, daily: dg.TimeWindowPartitionsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """Every DMAMA check: one GX suite per table, plus freshness of the newest partitions."""
+    return [
+        build_gx_checks(FLOW_READINGS_KEY, FLOW_READINGS, FLOW_RULES, hourly),
+        build_gx_checks(METER_READINGS_KEY, METER_READINGS, METER_RULES, daily),
+        build_gx_checks(DMAS_KEY, DMAS, DMA_RULES),
+        build_gx_checks(METERS_KEY, METERS, METER_LIST_RULES),
+        *freshness_checks(),
+    ]
+
+
+def freshness_checks() -> list[dg.AssetChecksDefinition]:
+    """Each hour's readings must be in the lake by 20 past the next hour; each day's meters by 02:00 UTC."""
+    return [
+        *dg.build_time_partition_freshness_checks(assets=[FLOW_READINGS_KEY], deadline_cron="20 * * * *"),
+        *dg.build_time_partition_freshness_checks(assets=[METER_READINGS_KEY], deadline_cron="0 2 * * *"),
+    ]
+
+
