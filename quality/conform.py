@@ -99,15 +99,15 @@ def conform(
     received = len(rows)
     bad: dict[int, tuple[str, str]] = {}
     columns: dict[str, pl.Series] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            bad.setdefault(index, ("", f"expected an object, got {type(row).__name__}"))
     for column in table.columns:
         raw = [row.get(column.name) if isinstance(row, dict) else None for row in rows]
         series, failures = _parse_column(column, raw)
         columns[column.name] = series
         for index, reason in failures:
             bad.setdefault(index, (column.name, reason))
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            bad.setdefault(index, ("", f"expected an object, got {type(row).__name__}"))
 
     frame = pl.DataFrame(columns).with_row_index("_row")
     if window is not None and table.time_column is not None:
@@ -193,6 +193,8 @@ def _parse_timestamps(column: Column, raw: list[Any]) -> tuple[pl.Series, list[t
                 failures.append((index, "required field is missing or null"))
         elif not isinstance(value, str):
             failures.append((index, f"expected an ISO 8601 timestamp, got {type(value).__name__} {value!r}"))
+        elif not _OFFSET.search(value) and parsed[index] is None and _looks_like_timestamp(value):
+            failures.append((index, f"timestamp {_clip(value)!r} has no UTC offset; expected e.g. ...Z"))
         elif parsed[index] is None:
             failures.append((index, f"expected an ISO 8601 timestamp, got {_clip(value)!r}"))
         else:
@@ -201,6 +203,14 @@ def _parse_timestamps(column: Column, raw: list[Any]) -> tuple[pl.Series, list[t
         failed = [i for i, _ in failures]
         parsed = parsed.scatter(failed, None)
     return parsed.cast(dtype).alias(column.name), failures
+
+
+def _looks_like_timestamp(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_float(value: Any) -> float | _Bad:

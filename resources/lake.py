@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -177,16 +177,17 @@ class Lake(dg.ConfigurableResource):
         by_start = {
             key[0]: part for key, part in frame.with_columns(_slot=bucket).partition_by("_slot", as_dict=True).items()
         }
-        for start in starts:
-            part = by_start.pop(start, None)
-            rows = table.empty() if part is None else part.drop("_slot")
-            paths.append(str(self._write_atomically(rows, self.partition_path(table, start, grain))))
-        if by_start:
-            stray = sorted(by_start)
+        stray = sorted(set(by_start) - set(starts))
+        if stray:
+            # Checked before any file is touched: a refused write changes nothing.
             raise ValueError(
                 f"{table.layer}.{table.name}: rows at {stray[0]:%Y-%m-%dT%H:%M}Z fall outside the partitions "
                 f"being written ({starts[0]:%Y-%m-%dT%H:%M}Z + {len(starts)} × {step})"
             )
+        for start in starts:
+            part = by_start.get(start)
+            rows = table.empty() if part is None else part.drop("_slot")
+            paths.append(str(self._write_atomically(rows, self.partition_path(table, start, grain))))
         return Written(table, tuple(paths), frame)
 
     def replace_snapshot(self, table: LakeTable, frame: pl.DataFrame) -> Written:
@@ -255,5 +256,3 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def distinct_dates(starts: Iterable[datetime]) -> list[date]:
-    return sorted({s.astimezone(UTC).date() for s in starts})
