@@ -1,6 +1,5 @@
 """The analyst catalog asset: the DuckDB file analysts open, with a documented view per lake table."""
 
-from __future__ import annotations
 
 import dagster as dg
 

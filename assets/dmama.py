@@ -5,7 +5,6 @@ aside what cannot be typed, and the lake writes one Parquet file per partition. 
 every materialization reconciles ``rows_received = rows_written + rows_rejected``.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -35,8 +34,10 @@ class ReadingsConfig(dg.Config):
     )
 
 
-def _common(table: LakeTable) -> dict:
+def _common(table: LakeTable, fresh_within: timedelta) -> dict:
     return {
+        # The UI marks the asset late when no materialization has landed within this window.
+        "freshness_policy": dg.FreshnessPolicy.time_window(fail_window=fresh_within, warn_window=fresh_within / 2),
         "key_prefix": SOURCE,
         "group_name": SOURCE,
         "owners": ["team:network"],
@@ -48,7 +49,7 @@ def _common(table: LakeTable) -> dict:
     }
 
 
-@dg.asset(name="dmas", kinds={"http", "parquet"}, **_common(DMAS))
+@dg.asset(name="dmas", kinds={"http", "parquet"}, **_common(DMAS, timedelta(days=2)))
 def dmas(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> dg.MaterializeResult:
     """District metered areas: one row per DMA with its connections, mains length, pressure target
     and inflow meters. Replaced whole on every run; DMAs change slowly."""
@@ -68,7 +69,7 @@ def dmas(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> d
     )
 
 
-@dg.asset(name="meters", kinds={"http", "parquet"}, **_common(METERS))
+@dg.asset(name="meters", kinds={"http", "parquet"}, **_common(METERS, timedelta(days=2)))
 def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> dg.MaterializeResult:
     """Every customer and inflow meter with its DMA, class and register size. Replaced whole."""
 
@@ -97,7 +98,7 @@ def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) ->
     kinds={"http", "parquet"},
     partitions_def=hourly,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    **_common(FLOW_READINGS),
+    **_common(FLOW_READINGS, timedelta(minutes=30)),
 )
 def flow_readings(
     context: dg.AssetExecutionContext, config: ReadingsConfig, dmama: DmamaClient, lake: Lake
@@ -118,7 +119,7 @@ def flow_readings(
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[meters],
-    **_common(METER_READINGS),
+    **_common(METER_READINGS, timedelta(hours=2)),
 )
 def meter_readings(
     context: dg.AssetExecutionContext, config: ReadingsConfig, dmama: DmamaClient, lake: Lake
@@ -219,7 +220,7 @@ def _fetch(context: dg.AssetExecutionContext, what: str, call):
 
 
 def _partition_label(context: dg.AssetExecutionContext) -> str:
-    if not context.has_partition_key_range:
+    if context.assets_def.partitions_def is None:
         return "snapshot"
     keys = context.partition_key_range
     return keys.start if keys.start == keys.end else f"{keys.start}…{keys.end}"

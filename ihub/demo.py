@@ -45,10 +45,10 @@ def _run_pipeline(hours: int) -> int:
 
     instance = dg.DagsterInstance.get()
     now = datetime.now(UTC)
-    last_hour = hourly.get_last_partition_key(current_time=now)
+    last_hour = hourly.get_partition_key_for_timestamp(now.timestamp())
     hour_keys = hourly.get_partition_keys(current_time=now)[-hours:]
     first_day = daily.get_partition_key_for_timestamp((now - timedelta(hours=hours)).timestamp())
-    last_day = daily.get_last_partition_key(current_time=now)
+    last_day = daily.get_partition_key_for_timestamp(now.timestamp())
     steps = [
         ("DMA catalogue and meter list", "dmama_catalogue_job", None),
         (f"DMA readings, {hour_keys[0]} … {last_hour} UTC ({len(hour_keys)} hourly partitions)",

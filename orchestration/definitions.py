@@ -15,7 +15,6 @@ from quality.dmama import dmama_checks
 from resources.catalog import AnalystCatalog
 from resources.dmama import DmamaClient
 from resources.lake import Lake
-from sensors.freshness import freshness_sensor
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:
@@ -32,11 +31,15 @@ def resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(
-    assets=[dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings, catalog.analyst_catalog],
-    asset_checks=dmama_checks(hourly, daily),
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=[freshness_sensor()],
-    resources=resources(),
-)
+def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
+    """The hub's Definitions; ``resources_override`` swaps resources (tests point them elsewhere)."""
+    return dg.Definitions(
+        assets=[dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings, catalog.analyst_catalog],
+        asset_checks=dmama_checks(hourly, daily),
+        jobs=JOBS,
+        schedules=SCHEDULES,
+        resources={**resources(), **(resources_override or {})},
+    )
+
+
+defs = build_definitions()

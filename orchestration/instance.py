@@ -18,9 +18,13 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 
 def postgres_url_from_env(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
-    """The PostgreSQL URL the environment asks for, or None when it asks for none."""
+    """The PostgreSQL URL the environment asks for, or None when it asks for none.
+
+    The driver is named explicitly: SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, while
+    dagster-postgres ships with psycopg2.
+    """
     if environ.get("DAGSTER_PG_URL"):
-        return environ["DAGSTER_PG_URL"]
+        return _with_psycopg2(environ["DAGSTER_PG_URL"])
     host = environ.get("DAGSTER_PG_HOST")
     if not host:
         return None
@@ -29,7 +33,14 @@ def postgres_url_from_env(environ: dict[str, str] | os._Environ = os.environ) ->
     credentials = f"{user}:{quote(password, safe='')}" if password else user
     port = environ.get("DAGSTER_PG_PORT", "5432")
     database = environ.get("DAGSTER_PG_DB", "dagster")
-    return f"postgresql://{credentials}@{host}:{port}/{database}"
+    return _with_psycopg2(f"postgresql://{credentials}@{host}:{port}/{database}")
+
+
+def _with_psycopg2(url: str) -> str:
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url.removeprefix(bare)
+    return url
 
 
 class EnvironmentSelectedStorage(DagsterStorage, ConfigurableClass):
@@ -39,10 +50,6 @@ class EnvironmentSelectedStorage(DagsterStorage, ConfigurableClass):
         self._delegate = delegate
         self._inst_data = inst_data
         super().__init__()
-
-    @property
-    def backend(self) -> str:
-        return "postgres" if type(self._delegate).__name__.startswith("DagsterPostgres") else "sqlite"
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:

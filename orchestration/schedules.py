@@ -16,7 +16,7 @@ from orchestration.settings import local_timezone
 
 def _refresh_open_partition(
     name: str,
-    job: dg.UnresolvedAssetJobDefinition,
+    job,
     cron: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     settle: timedelta,
@@ -31,9 +31,7 @@ def _refresh_open_partition(
     @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone="UTC", description=description)
     def _schedule(context: dg.ScheduleEvaluationContext):
         tick: datetime = context.scheduled_execution_time
-        current = partitions_def.get_last_partition_key(current_time=tick)
-        if current is None:
-            return dg.SkipReason("no partition has started yet")
+        current = partitions_def.get_partition_key_for_timestamp(tick.timestamp())
         keys = [current]
         window = partitions_def.time_window_for_partition_key(current)
         if tick - window.start < settle:

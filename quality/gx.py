@@ -8,7 +8,6 @@ GX costs about 3 s and 270 MB to import, so it is imported only when a check run
 definitions load.
 """
 
-from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -100,14 +99,15 @@ def validate(
         .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
     )
     suite = gx.ExpectationSuite(name=suite_name)
-    owners: dict[str, Rule] = {}
     for rule in rules:
         for expectation in rule.expectations(gx.expectations, check_input):
-            owners[str(suite.add_expectation(expectation).id)] = rule
+            # Unsaved suites give expectations no id, so the rule's name travels in ``meta``.
+            expectation.meta = {**(expectation.meta or {}), "ihub_rule": rule.name}
+            suite.add_expectation(expectation)
     outcome = batch.validate(suite, result_format="SUMMARY")
     by_rule: dict[str, list] = {rule.name: [] for rule in rules}
     for result in outcome.results:
-        by_rule[owners[str(result.expectation_config.id)].name].append(result)
+        by_rule[result.expectation_config.meta["ihub_rule"]].append(result)
 
     window_text = (
         f"{check_input.window[0]:%Y-%m-%dT%H:%M}Z–{check_input.window[1]:%Y-%m-%dT%H:%M}Z"

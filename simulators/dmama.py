@@ -9,7 +9,7 @@ Every value is a pure function of the seed and the thing it describes: a DMA's a
 keys, never from a sequential random stream, so any range can be generated on its own and
 ``rows[a, c) == rows[a, b) + rows[b, c)`` holds exactly.
 
-The model, in domain terms (see /work/shared/DOMAIN.md):
+The model, in domain terms (the project's DOMAIN.md facts):
 
 - Demand follows a residential diurnal shape in Asia/Bangkok local time (UTC+7): peaks 06-08 and
   18-21, lowest 02-04, the weekend morning peak later and a little higher overall, times a day factor
@@ -55,15 +55,19 @@ __all__ = [
     "DmamaConfig",
     "DmamaServer",
     "DmamaSimulator",
+    "credentials_env",
     "main_serve",
     "serve_dmama",
 ]
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 DM_NS = "urn:dmama:readings:1"
-FAULT_KINDS = frozenset(
-    {"status", "slow", "truncated", "malformed", "wrong_types", "duplicates", "out_of_order"}
+# The contract's kinds, plus the data faults DESIGN.md asks simulators for (spikes, flatline, gaps,
+# clock_skew); all row-level kinds act on the rows of the answer (readings, or items of a page).
+_ROW_FAULTS = frozenset(
+    {"wrong_types", "duplicates", "out_of_order", "spikes", "flatline", "gaps", "clock_skew"}
 )
+FAULT_KINDS = frozenset({"status", "slow", "truncated", "malformed"}) | _ROW_FAULTS
 MAX_RANGE = timedelta(days=31)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -227,7 +231,10 @@ class DmamaConfig:
             raise ValueError(f"DmamaConfig.leaking_share must be in [0, 1], got {self.leaking_share}")
         if self.token_ttl_s <= 0:
             raise ValueError(f"DmamaConfig.token_ttl_s must be positive, got {self.token_ttl_s}")
-        _parse_time(self.epoch, "DmamaConfig.epoch")
+        try:
+            _parse_time(self.epoch, "DmamaConfig.epoch")
+        except _ApiError as exc:
+            raise ValueError(exc.detail) from None
 
     def __repr__(self) -> str:
         # Credentials stay out of logs and test reports even though they are simulator defaults.
@@ -646,6 +653,8 @@ class DmamaSimulator:
             retry_after = params.get("retry_after")
             if retry_after is not None and not isinstance(retry_after, int | float | str):
                 raise ValueError(f"retry_after must be seconds or an HTTP date, got {retry_after!r}")
+        if kind == "clock_skew" and not isinstance(params.setdefault("skew_s", 3600), int | float):
+            raise ValueError(f"clock_skew fault needs numeric 'skew_s' seconds, got {params['skew_s']!r}")
         if kind == "slow":
             delay = params.get("delay_s")
             if not isinstance(delay, int | float) or delay <= 0:
@@ -982,9 +991,6 @@ class DmamaSimulator:
         return JSONResponse({"requests": counts, "total": sum(c["count"] for c in counts)})
 
 
-_ROW_FAULTS = frozenset({"wrong_types", "duplicates", "out_of_order"})
-
-
 def _json_payload(obj: Any) -> _Payload:
     return _Payload(json.dumps(obj, separators=(",", ":")).encode(), "application/json")
 
@@ -1012,39 +1018,59 @@ def _malform(body: bytes, soap: bool) -> bytes:
 
 
 def _row_fault(rows: list[dict[str, Any]], fault: _Fault | None, seed: int) -> list[dict[str, Any]]:
-    """Apply a row-level fault (wrong_types, duplicates, out_of_order) deterministically."""
+    """Apply a row-level fault deterministically; the rows chosen depend on the row count only."""
     if fault is None or fault.kind not in _ROW_FAULTS or not rows:
         return rows
     n = len(rows)
     idx = np.arange(n)
     u = _uniform(seed, _S_FAULT, idx, sorted(_ROW_FAULTS).index(fault.kind))
+    out = [dict(r) for r in rows]
+
+    def numeric(row: dict[str, Any]) -> list[str]:
+        return [k for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+
     if fault.kind == "out_of_order":
         order = np.argsort(u, kind="stable")
         if n > 1 and (order == idx).all():
             order = order[::-1]
-        return [rows[k] for k in order.tolist()]
+        return [out[k] for k in order.tolist()]
     if fault.kind == "duplicates":
         repeat = set(np.flatnonzero(u < 0.1).tolist()) | {n // 3}
-        out = []
-        for k, row in enumerate(rows):
-            out.append(row)
-            if k in repeat:
-                out.append(dict(row))
+        return [copy for k, row in enumerate(out) for copy in ([row, dict(row)] if k in repeat else [row])]
+    if fault.kind == "gaps":
+        missing = set(np.flatnonzero(u < 0.2).tolist()) | {n // 2}
+        return [row for k, row in enumerate(out) if k not in missing]
+    if fault.kind == "clock_skew":
+        shift = timedelta(seconds=float(fault.params["skew_s"]))
+        for row in out:
+            with contextlib.suppress(AttributeError, ValueError):
+                row["timestamp"] = _iso(datetime.fromisoformat(row["timestamp"]) + shift)
         return out
-    # wrong_types: the j-th damaged row gets variant j % 3 so every variant shows up from 3 rows on.
+    if fault.kind == "flatline":
+        # A stuck sensor: a run of rows repeats the first row's values.
+        start = n // 4
+        for row in out[start + 1 : start + max(3, n // 3)]:
+            for key in numeric(out[start]):
+                row[key] = out[start][key]
+        return out
+    # wrong_types and spikes damage a few rows; the j-th damaged row gets variant j % 3 (j % 2) so
+    # every variant shows up once enough rows are damaged.
     damaged = sorted(set(np.flatnonzero(u < 0.15).tolist()) | {n // 4, n // 2, (3 * n) // 4})
-    out = [dict(r) for r in rows]
     for j, k in enumerate(damaged):
         row = out[k]
-        numeric = [key for key, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-        variant = j % 3
-        if variant == 2 and "timestamp" in row:
+        keys = numeric(row)
+        if fault.kind == "spikes":
+            # Far outside any physical range: a saturated transmitter or a decimal-point slip.
+            if j % 2 == 0 and keys:
+                row[keys[0]] = round(row[keys[0]] * 100 + 10_000, 3)
+            elif keys:
+                row[keys[-1]] = round(row[keys[-1]] * 10 + 20, 3)
+        elif j % 3 == 2 and "timestamp" in row:
             row["timestamp"] = "31/02/2026 25:61"
-        elif variant == 1 and numeric:
-            key = numeric[-1]
-            row[key] = str(row[key])  # a number sent as a string
-        elif numeric:
-            row[numeric[0]] = "n/a"
+        elif j % 3 == 1 and keys:
+            row[keys[-1]] = str(row[keys[-1]])  # a number sent as a string
+        elif keys:
+            row[keys[0]] = "n/a"
     return out
 
 

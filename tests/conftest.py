@@ -50,3 +50,44 @@ def analyst_catalog(data_dir: Path) -> AnalystCatalog:
 def instance():
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture
+def dmama_server():
+    """A DMAMA simulator (5 DMAs, 10 meters each) on a free loopback port, stopped after the test."""
+    from simulators.dmama import DmamaConfig, serve_dmama
+
+    with serve_dmama(DmamaConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def dmama_env(dmama_server, monkeypatch, data_dir):
+    """The environment the Definitions read, pointed at the simulator and the test's data directory."""
+    from simulators.dmama import credentials_env
+
+    for key, value in credentials_env(dmama_server.url, dmama_server.config).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("IHUB_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("IHUB_LAKE_DIR", raising=False)
+    monkeypatch.delenv("IHUB_CATALOG_PATH", raising=False)
+    return dmama_server
+
+
+def dmama_client(server, **overrides):
+    from resources.dmama import DmamaClient
+
+    settings = {
+        "base_url": server.url,
+        "api_key": server.config.api_key,
+        "client_id": server.config.client_id,
+        "client_secret": server.config.client_secret,
+        "backoff_base_s": 0.01,
+        "timeout_s": 5.0,
+    }
+    return DmamaClient(**{**settings, **overrides})
+
+
+@pytest.fixture
+def hub_resources(dmama_server, lake, analyst_catalog):
+    return {"dmama": dmama_client(dmama_server), "lake": lake, "catalog": analyst_catalog}
