@@ -16,6 +16,10 @@ LIMIT 5
 """.strip()
 
 
+# The demo prints its own progress; Dagster's step-by-step log stays in the instance (and the UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10) -> int:
     from ihub.environment import prepare_dagster_home
 
@@ -64,7 +68,9 @@ def _run_pipeline(hours: int) -> int:
         tags = {}
         if keys:
             tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+        )
         for event in result.get_asset_check_evaluations():
             outcome = "passed" if event.passed else f"failed ({event.severity.value})"
             checks[outcome] += 1
@@ -95,7 +101,7 @@ def _summary(checks: Counter[str], failures: list[str]) -> None:
         ).fetchall()
         width = max(len(f"{s}.{v}") for s, v in views)
         for schema, view in views:
-            rows = con.execute(f'SELECT count(*) FROM {schema}."{view}"').fetchone()[0]
+            rows = con.execute(f'SELECT count(*) FROM {schema}."{view}"').fetchall()[0][0]
             _say(f"  {schema + '.' + view:<{width}}  {rows:>9,} rows")
         passed = checks.get("passed", 0)
         _say(f"  checks: {passed} passed, {sum(checks.values()) - passed} failed")

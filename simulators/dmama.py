@@ -274,8 +274,13 @@ class _Payload:
 class DmamaSimulator:
     """A deterministic DMAMA: ground truth as Python methods, the same data over HTTP via `.app`."""
 
-    def __init__(self, config: DmamaConfig | None = None) -> None:
+    def __init__(
+        self, config: DmamaConfig | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.config = config or DmamaConfig()
+        # Like the real system, the simulator has no readings from the future: an interval is served
+        # once it has closed (flow), a register reading once its hour has come (meters).
+        self._clock = clock or (lambda: datetime.now(UTC))
         cfg = self.config
         self._seed = cfg.seed & _U64
         self._lock = threading.Lock()
@@ -555,8 +560,11 @@ class DmamaSimulator:
         flat = (self._night[i] + self._background[i]) * hours
         return flat + self._var[i] * cumulative + self._leak_volume(i, slots)
 
-    def _slot_range(self, since: str | datetime, until: str | datetime, step_s: int) -> tuple[int, int]:
-        """[first, end) indices of `step_s` buckets whose start lies in [since, until)."""
+    def _slot_range(
+        self, since: str | datetime, until: str | datetime, step_s: int, closes_after_s: int = 0
+    ) -> tuple[int, int]:
+        """[first, end) indices of `step_s` buckets whose start lies in [since, until), and that
+        exist by now (a bucket exists ``closes_after_s`` after its start)."""
         a = _parse_time(since, "since")
         b = _parse_time(until, "until")
         if b <= a:
@@ -567,13 +575,14 @@ class DmamaSimulator:
             )
         first = _ceil_div(math.ceil(a.timestamp()), step_s)
         end = _ceil_div(math.ceil(b.timestamp()), step_s)
-        return first, end
+        existing = math.floor((self._clock().timestamp() - closes_after_s) / step_s) + 1
+        return first, max(first, min(end, existing))
 
     def _flow_columns(
         self, dma_id: str, since: str | datetime, until: str | datetime
     ) -> tuple[list, list, list]:
         i = self._dma_index(dma_id)
-        first, end = self._slot_range(since, until, SLOT_S)
+        first, end = self._slot_range(since, until, SLOT_S, closes_after_s=SLOT_S)
         self._check_slots(first, end)
         slots, flow, pressure = self._flow_arrays(i, first, end)
         return _timestamps(slots * SLOT_S), np.round(flow, 3).tolist(), np.round(pressure, 3).tolist()
@@ -623,7 +632,7 @@ class DmamaSimulator:
 
     def expected_flow_rows(self, since: str | datetime, until: str | datetime) -> int:
         """Number of flow rows all DMAs together have in [since, until)."""
-        first, end = self._call(self._slot_range, since, until, SLOT_S)
+        first, end = self._call(self._slot_range, since, until, SLOT_S, SLOT_S)
         return (end - first) * self.config.dmas
 
     def expected_meter_rows(self, since: str | datetime, until: str | datetime) -> int:

@@ -227,7 +227,8 @@ def test_inflow_meters_add_up_to_the_dma_flow():
 
 
 def test_registers_increase_and_some_roll_over_within_a_year():
-    sim = DmamaSimulator(DmamaConfig(dmas=20, meters_per_dma=20))
+    far_future = datetime(2030, 1, 1, tzinfo=UTC)
+    sim = DmamaSimulator(DmamaConfig(dmas=20, meters_per_dma=20), clock=lambda: far_future)
     rollovers = 0
     for dma in sim.dma_ids():
         for meter in sim.meters(dma):
@@ -550,3 +551,15 @@ def test_a_thread_server_listens_on_a_free_port_and_stops():
     assert not running.running
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", running.port), timeout=1):
         pass
+
+
+def test_nothing_is_served_from_the_future():
+    now = datetime(2026, 3, 2, 10, 20, tzinfo=UTC)
+    sim = DmamaSimulator(DmamaConfig(), clock=lambda: now)
+    flow = sim.flow_readings("DMA-0001", datetime(2026, 3, 2, 9, tzinfo=UTC), datetime(2026, 3, 2, 12, tzinfo=UTC))
+    # 09:00 … 10:00 have closed by 10:20; the 10:15 interval has not.
+    assert [r["timestamp"] for r in flow][-1] == "2026-03-02T10:00:00Z"
+    assert len(flow) == 5
+    meters = sim.meter_readings("M-0001-0001", datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+    assert [r["timestamp"] for r in meters][-1] == "2026-03-02T10:00:00Z"
+    assert sim.flow_readings("DMA-0001", datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC)) == []
