@@ -1,6 +1,5 @@
 """The analyst catalog asset: the DuckDB file analysts open, with a documented view per lake table."""
 
-
 import dagster as dg
 
 from assets import dmama

@@ -5,9 +5,9 @@ aside what cannot be typed, and the lake writes one Parquet file per partition. 
 every materialization reconciles ``rows_received = rows_written + rows_rejected``.
 """
 
-
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import partial
 
 import dagster as dg
 import polars as pl
@@ -15,7 +15,7 @@ from pydantic import Field
 
 from assets.partitions import daily, hourly
 from quality.conform import Conformed, conform, rejects_table
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS, TABLES
+from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from resources.dmama import DmamaClient
 from resources.http import SourceError
 from resources.lake import Grain, Lake, LakeTable, Written, partition_starts
@@ -161,7 +161,8 @@ def _load_range(
     reasons: dict[str, int] = {}
     preview = table.empty()
     for start, end in _chunks(window.start, window.end, config.chunk_hours, grain):
-        rows = _fetch(context, f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z", lambda: fetch(start, end))
+        what = f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z"
+        rows = _fetch(context, what, partial(fetch, start, end))
         loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end))
         starts = partition_starts(start, end, grain)
         out: Written = lake.replace_partitions(table, loaded.frame, starts, grain)

@@ -101,8 +101,19 @@ def main() -> None:
 
     port = _free_port()
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "ihub.cli", "simulate", "dmama", "--port", str(port), "--dmas", str(args.dmas),
-         "--meters-per-dma", "100"],
+        [
+            sys.executable,
+            "-m",
+            "ihub.cli",
+            "simulate",
+            "dmama",
+            "--port",
+            str(port),
+            "--dmas",
+            str(args.dmas),
+            "--meters-per-dma",
+            "100",
+        ],
         stdout=subprocess.DEVNULL,
     )
     runs: list[dict[str, float]] = []
@@ -126,7 +137,10 @@ def main() -> None:
                 env.pop("DAGSTER_PG_HOST", None)
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.dmama_backfill", "--child", "--days", str(args.days)],
-                    env=env, check=True, capture_output=True, text=True,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 )
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(figures)

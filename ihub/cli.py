@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Open the analyst catalog (IHUB_CATALOG_PATH, default <data dir>/catalog/ihub.duckdb) "
         "read-only and print the answer to one SQL statement.",
     )
-    query.add_argument("sql", help="e.g. \"SELECT * FROM marts.dma_night_flow ORDER BY night_of DESC LIMIT 5\"")
+    query.add_argument("sql", help='e.g. "SELECT * FROM marts.dma_night_flow ORDER BY night_of DESC LIMIT 5"')
 
     args = parser.parse_args(argv)
+    # Dagster flags BackfillPolicy as beta on every import; a user of the CLI cannot act on that.
+    warnings.filterwarnings("ignore", message=".*currently in beta.*")
     if args.command == "simulate":
         from simulators.dmama import main_serve
 

@@ -55,8 +55,11 @@ def _run_pipeline(hours: int) -> int:
     last_day = daily.get_partition_key_for_timestamp(now.timestamp())
     steps = [
         ("DMA catalogue and meter list", "dmama_catalogue_job", None),
-        (f"DMA readings, {hour_keys[0]} … {last_hour} UTC ({len(hour_keys)} hourly partitions)",
-         "dmama_readings_job", (hour_keys[0], last_hour)),
+        (
+            f"DMA readings, {hour_keys[0]} … {last_hour} UTC ({len(hour_keys)} hourly partitions)",
+            "dmama_readings_job",
+            (hour_keys[0], last_hour),
+        ),
         (f"meter readings, {first_day} … {last_day} UTC", "dmama_meter_readings_job", (first_day, last_day)),
         ("analyst catalog", "analyst_catalog_job", None),
     ]
@@ -67,7 +70,10 @@ def _run_pipeline(hours: int) -> int:
         started = time.monotonic()
         tags = {}
         if keys:
-            tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}
+            tags = {
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[1],
+            }
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
         )
@@ -108,7 +114,7 @@ def _summary(checks: Counter[str], failures: list[str]) -> None:
         for failure in failures:
             _say(f"    {failure}")
         _say(f"  analyst catalog: {path}")
-        _say(f"    open it read-only: duckdb.connect({str(path)!r}, read_only=True)  or  ihub query \"…\"")
+        _say(f'    open it read-only: duckdb.connect({str(path)!r}, read_only=True)  or  ihub query "…"')
         _say("  example query (highest night flow per connection, a leak indicator):")
         for line in EXAMPLE_QUERY.splitlines():
             _say(f"    {line}")

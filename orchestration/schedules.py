@@ -78,4 +78,9 @@ analyst_catalog_daily = dg.ScheduleDefinition(
     description="Republish the analysts' catalog after the morning catalogue refresh.",
 )
 
-SCHEDULES = [dmama_readings_every_15_minutes, dmama_meter_readings_hourly, dmama_catalogue_daily, analyst_catalog_daily]
+SCHEDULES = [
+    dmama_readings_every_15_minutes,
+    dmama_meter_readings_hourly,
+    dmama_catalogue_daily,
+    analyst_catalog_daily,
+]

@@ -21,18 +21,19 @@ import polars as pl
 from resources.lake import Column, LakeTable
 
 REJECT_COLUMNS = (
-        Column("source", pl.String(), "External system the row came from, e.g. dmama.", nullable=False),
-        Column("table_name", pl.String(), "Lake table the row was meant for.", nullable=False),
-        Column("partition_key", pl.String(), "Dagster partition (or range) being loaded.", nullable=False),
-        Column("row_number", pl.Int64(), "Position of the row in what the source sent (0-based).", nullable=False),
-        Column("field", pl.String(), "The field that failed, or the key columns for a duplicate."),
-        Column("reason", pl.String(), "Why the row was rejected, in words.", nullable=False),
-        Column("raw_payload", pl.String(), "The row exactly as received, as JSON.", nullable=False),
-        Column(
-            "partition_start",
-            pl.Datetime("us", "UTC"),
-            "Hour (UTC) the rejected row belongs to (its own, or the start of the window asked for); empty for whole-table loads.",
-        ),
+    Column("source", pl.String(), "External system the row came from, e.g. dmama.", nullable=False),
+    Column("table_name", pl.String(), "Lake table the row was meant for.", nullable=False),
+    Column("partition_key", pl.String(), "Dagster partition (or range) being loaded.", nullable=False),
+    Column("row_number", pl.Int64(), "Position of the row in what the source sent (0-based).", nullable=False),
+    Column("field", pl.String(), "The field that failed, or the key columns for a duplicate."),
+    Column("reason", pl.String(), "Why the row was rejected, in words.", nullable=False),
+    Column("raw_payload", pl.String(), "The row exactly as received, as JSON.", nullable=False),
+    Column(
+        "partition_start",
+        pl.Datetime("us", "UTC"),
+        "Hour (UTC) the rejected row belongs to (its own, or the start of the window asked for); "
+        "empty for whole-table loads.",
+    ),
 )
 
 
@@ -46,6 +47,7 @@ def rejects_table(table: LakeTable) -> LakeTable:
         key=("partition_start", "partition_key", "row_number"),
         time_column="partition_start" if table.time_column else None,
     )
+
 
 _OFFSET = re.compile(r"(Z|z|[+-]\d{2}:?\d{2})$")
 

@@ -71,7 +71,12 @@ METER_READINGS = LakeTable(
     columns=(
         Column("meter_id", pl.String(), "Meter the reading is for.", nullable=False),
         Column("timestamp", UTC_TIME, "Time of the reading, UTC.", nullable=False),
-        Column("register_m3", pl.Float64(), "Register value, m³; rolls over at 10^register_digits.", nullable=False),
+        Column(
+            "register_m3",
+            pl.Float64(),
+            "Register value, m³; rolls over at 10^register_digits.",
+            nullable=False,
+        ),
     ),
     key=("meter_id", "timestamp"),
     time_column="timestamp",
@@ -124,9 +129,11 @@ def _fresh(what: str, interval: timedelta) -> Rule:
             f"The newest {what} in the window is at most {int(2 * interval.total_seconds() // 60)} minutes "
             "older than the window's end (or than now, for the period in progress): the source is still sending."
         ),
-        expectations=lambda gxe, check: []
-        if check.window is None
-        else [gxe.ExpectColumnMaxToBeBetween(column="timestamp", min_value=_newest_expected(check, interval))],
+        expectations=lambda gxe, check: (
+            []
+            if check.window is None
+            else [gxe.ExpectColumnMaxToBeBetween(column="timestamp", min_value=_newest_expected(check, interval))]
+        ),
         severity=dg.AssetCheckSeverity.WARN,
         blocking=False,
     )
@@ -143,7 +150,9 @@ def _keys(*columns: str) -> Rule:
 def _unique(*columns: str) -> Rule:
     return Rule(
         name="unique_" + "_".join(columns),
-        description=f"No two rows share ({', '.join(columns)}): a re-run or a duplicated answer never doubles a reading.",
+        description=(
+            f"No two rows share ({', '.join(columns)}): a re-run or a duplicated answer never doubles a reading."
+        ),
         expectations=lambda gxe, _: [
             gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))
             if len(columns) > 1
@@ -224,9 +233,7 @@ METER_LIST_RULES = (
     Rule(
         name="known_kind",
         description="A meter is either a customer meter or a DMA inflow meter.",
-        expectations=lambda gxe, _: [
-            gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["customer", "inflow"])
-        ],
+        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["customer", "inflow"])],
     ),
     Rule(
         name="known_dmas",

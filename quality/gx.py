@@ -8,7 +8,6 @@ GX costs about 3 s and 270 MB to import, so it is imported only when a check run
 definitions load.
 """
 
-
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass

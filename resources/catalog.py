@@ -76,11 +76,21 @@ class AnalystCatalog(dg.ConfigurableResource):
                     else:
                         # No partition yet: a typed, empty view rather than one that fails on no files.
                         empty.append(f"{table.layer}.{table.name}")
-                        source = "SELECT " + ", ".join(
-                            f"CAST(NULL AS {_duckdb_type(c.dtype)}) AS {_quote(c.name)}" for c in table.columns
-                        ) + " WHERE false"
+                        source = (
+                            "SELECT "
+                            + ", ".join(
+                                f"CAST(NULL AS {_duckdb_type(c.dtype)}) AS {_quote(c.name)}" for c in table.columns
+                            )
+                            + " WHERE false"
+                        )
                     con.execute(f"CREATE VIEW {table.layer}.{_quote(table.name)} AS {source}")
-                    _comment(con, table.layer, table.name, table.description, {c.name: c.description for c in table.columns})
+                    _comment(
+                        con,
+                        table.layer,
+                        table.name,
+                        table.description,
+                        {c.name: c.description for c in table.columns},
+                    )
                 for view in views:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {view.schema}")
                     con.execute(f"CREATE VIEW {view.schema}.{_quote(view.name)} AS {view.sql}")

@@ -38,9 +38,7 @@ Rows = list[dict[str, Any]]
 class _Connection:
     """The live parts of a client: HTTP pool, token cache and breaker, built on first use."""
 
-    def __init__(
-        self, resource: DmamaClient, sleep: Callable[[float], None], clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, resource: DmamaClient, sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
         self.breaker = CircuitBreaker(clock=clock)
         self.http = ResilientClient(
             SOURCE,
@@ -83,15 +81,11 @@ class DmamaClient(dg.ConfigurableResource):
     with backoff, honours Retry-After, and stops calling a source that keeps failing (circuit breaker).
     """
 
-    base_url: str = Field(
-        description="Base URL of the DMAMA API, e.g. https://dmama.example/ (DMAMA_BASE_URL)."
-    )
+    base_url: str = Field(description="Base URL of the DMAMA API, e.g. https://dmama.example/ (DMAMA_BASE_URL).")
     api_key: str = Field(description="Value of the X-API-Key header (DMAMA_API_KEY).")
     client_id: str = Field(description="OAuth2 client id (DMAMA_CLIENT_ID).")
     client_secret: str = Field(description="OAuth2 client secret (DMAMA_CLIENT_SECRET).")
-    token_path: str = Field(
-        default="/oauth/token", description="OAuth2 token endpoint, relative to base_url."
-    )
+    token_path: str = Field(default="/oauth/token", description="OAuth2 token endpoint, relative to base_url.")
     timeout_s: float = Field(default=10.0, description="Timeout per request, seconds.")
     max_retries: int = Field(default=3, description="Retries after the first attempt for transient failures.")
     backoff_base_s: float = Field(default=0.5, description="First retry wait; doubles on each further retry.")
@@ -158,9 +152,7 @@ class DmamaClient(dg.ConfigurableResource):
 
     def _validate(self) -> None:
         if self.payload_format not in PAYLOAD_FORMATS:
-            raise ValueError(
-                f"DmamaClient.payload_format must be 'json' or 'soap', got {self.payload_format!r}"
-            )
+            raise ValueError(f"DmamaClient.payload_format must be 'json' or 'soap', got {self.payload_format!r}")
         if self.concurrency < 1:
             raise ValueError(f"DmamaClient.concurrency must be at least 1, got {self.concurrency}")
         if not 1 <= self.page_size <= 1000:
@@ -179,9 +171,7 @@ class DmamaClient(dg.ConfigurableResource):
         path = f"/api/dma/{quote(dma_id, safe='')}"
         body = self._connection().http.get_json(path)
         if not isinstance(body, dict):
-            raise PayloadError(
-                SOURCE, path, f"expected a JSON object of DMA details, got {type(body).__name__}"
-            )
+            raise PayloadError(SOURCE, path, f"expected a JSON object of DMA details, got {type(body).__name__}")
         return body
 
     def dma_catalogue(self) -> Rows:
@@ -247,9 +237,7 @@ class DmamaClient(dg.ConfigurableResource):
         root = self._connection().http.post_xml(path, envelope, headers={"SOAPAction": '"GetReadings"'})
         answer = root.find(f"{{{SOAP_NS}}}Body/{{{DM_NS}}}GetReadingsResponse")
         if answer is None:
-            raise PayloadError(
-                SOURCE, path, "SOAP answer has no dm:GetReadingsResponse in soap:Body", method="POST"
-            )
+            raise PayloadError(SOURCE, path, "SOAP answer has no dm:GetReadingsResponse in soap:Body", method="POST")
 
         def text(reading: ET.Element, tag: str) -> str | None:
             element = reading.find(f"{{{DM_NS}}}{tag}")
@@ -273,9 +261,7 @@ class DmamaClient(dg.ConfigurableResource):
             body = http.get_json(path, {"page": page, "page_size": self.page_size})
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 got = sorted(body) if isinstance(body, dict) else type(body).__name__
-                raise PayloadError(
-                    SOURCE, path, f"page {page}: expected an object with an 'items' list, got {got}"
-                )
+                raise PayloadError(SOURCE, path, f"page {page}: expected an object with an 'items' list, got {got}")
             items.extend(body["items"])
             following = body.get("next_page")
             if following is None:
@@ -327,9 +313,7 @@ def _windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]
         raise ValueError(f"DMAMA ranges must be timezone-aware UTC datetimes, got {since!r} .. {until!r}")
     since, until = since.astimezone(UTC), until.astimezone(UTC)
     if until <= since:
-        raise ValueError(
-            f"DMAMA range is empty: until {until.isoformat()} is not after since {since.isoformat()}"
-        )
+        raise ValueError(f"DMAMA range is empty: until {until.isoformat()} is not after since {since.isoformat()}")
     windows = []
     cursor = since
     while cursor < until:

@@ -225,12 +225,7 @@ def _error_detail(response: httpx.Response) -> str:
     try:
         body = json.loads(content)
         if isinstance(body, dict):
-            detail = (
-                body.get("detail")
-                or body.get("error_description")
-                or body.get("message")
-                or body.get("error")
-            )
+            detail = body.get("detail") or body.get("error_description") or body.get("message") or body.get("error")
     except (ValueError, UnicodeDecodeError):
         fault = _soap_fault(content)
         detail = fault[1] if fault else None
@@ -386,13 +381,9 @@ class ResilientClient:
 
         `authenticate=False` skips the `auth_headers` and `on_unauthorized` hooks (the token call itself).
         """
-        return self.request(
-            "POST", path, data=data, headers=headers, decode="json", authenticate=authenticate
-        )
+        return self.request("POST", path, data=data, headers=headers, decode="json", authenticate=authenticate)
 
-    def post_xml(
-        self, path: str, body: str | bytes, *, headers: Mapping[str, str] | None = None
-    ) -> ET.Element:
+    def post_xml(self, path: str, body: str | bytes, *, headers: Mapping[str, str] | None = None) -> ET.Element:
         """POST an XML document (a SOAP envelope) and return the root element of the answer."""
         content = body.encode("utf-8") if isinstance(body, str) else body
         merged = {"Content-Type": "text/xml; charset=utf-8", **(headers or {})}
@@ -447,12 +438,7 @@ class ResilientClient:
                 raise
             else:
                 status = response.status_code
-                if (
-                    status == 401
-                    and authenticate
-                    and self.on_unauthorized is not None
-                    and not repeated_unauthorized
-                ):
+                if status == 401 and authenticate and self.on_unauthorized is not None and not repeated_unauthorized:
                     repeated_unauthorized = True
                     self.breaker.record_success()  # the source is up; our credentials were stale
                     if self.on_unauthorized(response):
@@ -472,17 +458,13 @@ class ResilientClient:
                     # The source answered and said no: retrying cannot change that.
                     self.breaker.record_success()
                     reason = _status_text(status) + _error_detail(response)
-                    raise SourceError(
-                        self.source, endpoint, reason, status=status, method=method, attempts=attempts
-                    )
+                    raise SourceError(self.source, endpoint, reason, status=status, method=method, attempts=attempts)
             self.breaker.record_failure()
             self._last_failure = reason
             failures += 1
             error_type = PayloadError if payload_failure else SourceError
             if failures > self.max_retries:
-                raise error_type(
-                    self.source, endpoint, reason, status=status, method=method, attempts=attempts
-                )
+                raise error_type(self.source, endpoint, reason, status=status, method=method, attempts=attempts)
             if self.breaker.state == CircuitBreaker.OPEN:
                 raise self._circuit_open(method, endpoint, attempts)
             if retry_after is not None:
@@ -591,20 +573,12 @@ class OAuth2ClientCredentials:
         body = self._client.post_form(self.token_url, form, authenticate=False)
         endpoint = urlsplit(self.token_url).path or self.token_url
         source = self._client.source
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("access_token"), str)
-            or not body["access_token"]
-        ):
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
             keys = sorted(body) if isinstance(body, dict) else type(body).__name__
-            raise PayloadError(
-                source, endpoint, f"token answer has no access_token (got {keys})", method="POST"
-            )
+            raise PayloadError(source, endpoint, f"token answer has no access_token (got {keys})", method="POST")
         token_type = str(body.get("token_type", "Bearer"))
         if token_type.lower() != "bearer":
-            raise PayloadError(
-                source, endpoint, f"token_type is {token_type!r}, expected 'Bearer'", method="POST"
-            )
+            raise PayloadError(source, endpoint, f"token_type is {token_type!r}, expected 'Bearer'", method="POST")
         try:
             lifetime = float(body.get("expires_in", 300))
         except (TypeError, ValueError):

@@ -64,9 +64,7 @@ SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 DM_NS = "urn:dmama:readings:1"
 # The contract's kinds, plus the data faults DESIGN.md asks simulators for (spikes, flatline, gaps,
 # clock_skew); all row-level kinds act on the rows of the answer (readings, or items of a page).
-_ROW_FAULTS = frozenset(
-    {"wrong_types", "duplicates", "out_of_order", "spikes", "flatline", "gaps", "clock_skew"}
-)
+_ROW_FAULTS = frozenset({"wrong_types", "duplicates", "out_of_order", "spikes", "flatline", "gaps", "clock_skew"})
 FAULT_KINDS = frozenset({"status", "slow", "truncated", "malformed"}) | _ROW_FAULTS
 MAX_RANGE = timedelta(days=31)
 MAX_PAGE_SIZE = 1000
@@ -224,9 +222,7 @@ class DmamaConfig:
         if not 1 <= self.dmas <= 9999:
             raise ValueError(f"DmamaConfig.dmas must be between 1 and 9999, got {self.dmas}")
         if not 1 <= self.meters_per_dma <= 9999:
-            raise ValueError(
-                f"DmamaConfig.meters_per_dma must be between 1 and 9999, got {self.meters_per_dma}"
-            )
+            raise ValueError(f"DmamaConfig.meters_per_dma must be between 1 and 9999, got {self.meters_per_dma}")
         if not 0.0 <= self.leaking_share <= 1.0:
             raise ValueError(f"DmamaConfig.leaking_share must be in [0, 1], got {self.leaking_share}")
         if self.token_ttl_s <= 0:
@@ -274,9 +270,7 @@ class _Payload:
 class DmamaSimulator:
     """A deterministic DMAMA: ground truth as Python methods, the same data over HTTP via `.app`."""
 
-    def __init__(
-        self, config: DmamaConfig | None = None, clock: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, config: DmamaConfig | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config or DmamaConfig()
         # Like the real system, the simulator has no readings from the future: an interval is served
         # once it has closed (flow), a register reading once its hour has come (meters).
@@ -316,9 +310,7 @@ class DmamaSimulator:
         self._day_prefix = np.concatenate([[0.0], np.cumsum(day_units)])
         self._slot_prefix_wd = np.concatenate([[0.0], np.cumsum(self._shape_wd)]) / SLOTS_PER_HOUR
         self._slot_prefix_we = np.concatenate([[0.0], np.cumsum(self._shape_we)]) / SLOTS_PER_HOUR
-        self._first_slot = (
-            self._day0 * SLOTS_PER_DAY - LOCAL_OFFSET_SLOTS
-        )  # UTC slot of 2000-01-01 00:00 local
+        self._first_slot = self._day0 * SLOTS_PER_DAY - LOCAL_OFFSET_SLOTS  # UTC slot of 2000-01-01 00:00 local
         self._end_slot = (self._day0 + n_days) * SLOTS_PER_DAY - LOCAL_OFFSET_SLOTS
 
     def _build_dmas(self) -> None:
@@ -347,9 +339,7 @@ class DmamaSimulator:
         self._mains_km = mains_km
         self._lat = np.round(13.0 + 1.5 * u(8), 6)
         self._lon = np.round(99.8 + 1.4 * u(9), 6)
-        self._commissioned = (np.datetime64("1995-01-01") + np.floor(u(10) * 10_500).astype(np.int64)).astype(
-            str
-        )
+        self._commissioned = (np.datetime64("1995-01-01") + np.floor(u(10) * 10_500).astype(np.int64)).astype(str)
         self._zone = np.floor(u(11) * len(_ZONES)).astype(np.int64)
         self._name_a = np.floor(u(12) * len(_NAME_HEAD)).astype(np.int64)
         self._name_b = np.floor(u(13) * len(_NAME_TAIL)).astype(np.int64)
@@ -366,9 +356,7 @@ class DmamaSimulator:
         self._leaking[order[:leaking]] = True
         epoch_slot = int(self._epoch.timestamp()) // SLOT_S
         start_days = 5 + np.floor(u(17) * 36).astype(np.int64)  # 5-40 days after the epoch
-        self._leak_start = (
-            epoch_slot + start_days * SLOTS_PER_DAY + np.floor(u(18) * SLOTS_PER_DAY).astype(np.int64)
-        )
+        self._leak_start = epoch_slot + start_days * SLOTS_PER_DAY + np.floor(u(18) * SLOTS_PER_DAY).astype(np.int64)
         self._leak_growth = np.where(self._leaking, mean_flow * (0.006 + 0.009 * u(19)), 0.0)  # m³/h per day
         self._leak_max = np.where(self._leaking, mean_flow * (0.4 + 0.3 * u(20)), 0.0)
 
@@ -379,9 +367,7 @@ class DmamaSimulator:
         prefix, _, number = dma_id.partition("-")
         n = int(number) if prefix == "DMA" and len(number) == 4 and number.isdigit() else 0
         if not 1 <= n <= self.config.dmas:
-            raise _ApiError(
-                404, "not_found", f"no DMA {dma_id!r} (ids run DMA-0001..DMA-{self.config.dmas:04d})"
-            )
+            raise _ApiError(404, "not_found", f"no DMA {dma_id!r} (ids run DMA-0001..DMA-{self.config.dmas:04d})")
         return n - 1
 
     def _meter_index(self, meter_id: str) -> tuple[int, int]:
@@ -496,9 +482,7 @@ class DmamaSimulator:
 
     def _check_slots(self, first: int, end: int) -> None:
         if first < self._first_slot or end > self._end_slot:
-            raise _ApiError(
-                400, "bad_request", "readings exist only from 2000-01-01 to 2099-12-31 (local time)"
-            )
+            raise _ApiError(400, "bad_request", "readings exist only from 2000-01-01 to 2099-12-31 (local time)")
 
     def _demand_units(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(day factor × shape) per UTC slot, and the cumulative of it in hours at UTC slot starts."""
@@ -570,26 +554,20 @@ class DmamaSimulator:
         if b <= a:
             raise _ApiError(400, "bad_request", f"until ({_iso(b)}) must be after since ({_iso(a)})")
         if b - a > MAX_RANGE:
-            raise _ApiError(
-                400, "bad_request", f"range {_iso(a)}..{_iso(b)} is longer than 31 days; split it"
-            )
+            raise _ApiError(400, "bad_request", f"range {_iso(a)}..{_iso(b)} is longer than 31 days; split it")
         first = _ceil_div(math.ceil(a.timestamp()), step_s)
         end = _ceil_div(math.ceil(b.timestamp()), step_s)
         existing = math.floor((self._clock().timestamp() - closes_after_s) / step_s) + 1
         return first, max(first, min(end, existing))
 
-    def _flow_columns(
-        self, dma_id: str, since: str | datetime, until: str | datetime
-    ) -> tuple[list, list, list]:
+    def _flow_columns(self, dma_id: str, since: str | datetime, until: str | datetime) -> tuple[list, list, list]:
         i = self._dma_index(dma_id)
         first, end = self._slot_range(since, until, SLOT_S, closes_after_s=SLOT_S)
         self._check_slots(first, end)
         slots, flow, pressure = self._flow_arrays(i, first, end)
         return _timestamps(slots * SLOT_S), np.round(flow, 3).tolist(), np.round(pressure, 3).tolist()
 
-    def _meter_columns(
-        self, meter_id: str, since: str | datetime, until: str | datetime
-    ) -> tuple[list, list]:
+    def _meter_columns(self, meter_id: str, since: str | datetime, until: str | datetime) -> tuple[list, list]:
         i, j = self._meter_index(meter_id)
         first, end = self._slot_range(since, until, 3600)
         slots = np.arange(first, end, dtype=np.int64) * SLOTS_PER_HOUR
@@ -613,19 +591,12 @@ class DmamaSimulator:
         except _ApiError as exc:
             raise (KeyError if exc.status == 404 else ValueError)(exc.detail) from None
 
-    def flow_readings(
-        self, dma_id: str, since: str | datetime, until: str | datetime
-    ) -> list[dict[str, Any]]:
+    def flow_readings(self, dma_id: str, since: str | datetime, until: str | datetime) -> list[dict[str, Any]]:
         """The readings rows `GET /api/dma/{id}/readings` serves for [since, until) without faults."""
         ts, flow, pressure = self._call(self._flow_columns, dma_id, since, until)
-        return [
-            {"timestamp": t, "flow_m3h": f, "pressure_bar": p}
-            for t, f, p in zip(ts, flow, pressure, strict=True)
-        ]
+        return [{"timestamp": t, "flow_m3h": f, "pressure_bar": p} for t, f, p in zip(ts, flow, pressure, strict=True)]
 
-    def meter_readings(
-        self, meter_id: str, since: str | datetime, until: str | datetime
-    ) -> list[dict[str, Any]]:
+    def meter_readings(self, meter_id: str, since: str | datetime, until: str | datetime) -> list[dict[str, Any]]:
         """The hourly register rows `GET /api/meters/{id}/readings` serves without faults."""
         ts, register = self._call(self._meter_columns, meter_id, since, until)
         return [{"timestamp": t, "register_m3": r} for t, r in zip(ts, register, strict=True)]
@@ -652,9 +623,7 @@ class DmamaSimulator:
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"fault count must be a positive integer, got {count!r}")
         if not isinstance(path, str) or not path:
-            raise ValueError(
-                f"fault path must be a non-empty glob such as '/api/dma/*/readings', got {path!r}"
-            )
+            raise ValueError(f"fault path must be a non-empty glob such as '/api/dma/*/readings', got {path!r}")
         if kind == "status":
             status = params.get("status")
             if not isinstance(status, int) or not 400 <= status <= 599:
@@ -774,9 +743,7 @@ class DmamaSimulator:
             except _ApiError as exc:
                 payload = self._error_payload(exc, soap)
             except Exception as exc:  # a simulator bug must still be counted and answered in-protocol
-                payload = self._error_payload(
-                    _ApiError(500, "internal", f"{type(exc).__name__}: {exc}"), soap
-                )
+                payload = self._error_payload(_ApiError(500, "internal", f"{type(exc).__name__}: {exc}"), soap)
         body = payload.body
         if fault is not None and fault.kind == "truncated":
             body = body[: len(body) // 2]
@@ -784,9 +751,7 @@ class DmamaSimulator:
             body = _malform(body, soap)
         with self._lock:
             self._stats[(template, payload.status)] += 1
-        return Response(
-            body, status_code=payload.status, media_type=payload.media_type, headers=payload.headers
-        )
+        return Response(body, status_code=payload.status, media_type=payload.media_type, headers=payload.headers)
 
     def _status_fault(self, fault: _Fault, soap: bool) -> _Payload:
         status = int(fault.params["status"])
@@ -858,16 +823,12 @@ class DmamaSimulator:
             except ValueError:
                 value = low - 1
             if not low <= value <= high:
-                raise _ApiError(
-                    400, "bad_request", f"{name} must be an integer between {low} and {high}, got {raw!r}"
-                )
+                raise _ApiError(400, "bad_request", f"{name} must be an integer between {low} and {high}, got {raw!r}")
             return value
 
         return integer("page", 1, 1, 10**9), integer("page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
 
-    def _paged(
-        self, request: Request, fault: _Fault | None, total: int, items: Callable[[int, int], list]
-    ) -> _Payload:
+    def _paged(self, request: Request, fault: _Fault | None, total: int, items: Callable[[int, int], list]) -> _Payload:
         page, size = self._paging(request)
         start = (page - 1) * size
         rows = items(start, min(start + size, total)) if start < total else []
@@ -882,9 +843,7 @@ class DmamaSimulator:
         return _json_payload(body)
 
     async def _list(self, request: Request, fault: _Fault | None) -> _Payload:
-        return self._paged(
-            request, fault, self.config.dmas, lambda a, b: [self._summary(i) for i in range(a, b)]
-        )
+        return self._paged(request, fault, self.config.dmas, lambda a, b: [self._summary(i) for i in range(a, b)])
 
     async def _get_dma(self, request: Request, fault: _Fault | None) -> _Payload:
         details = self._details(self._dma_index(request.path_params["dma_id"]))
@@ -897,9 +856,7 @@ class DmamaSimulator:
     def _range_params(self, request: Request) -> tuple[str, str]:
         since, until = request.query_params.get("since"), request.query_params.get("until")
         if not since or not until:
-            raise _ApiError(
-                400, "bad_request", "since and until are required (ISO 8601 UTC, half-open [since, until))"
-            )
+            raise _ApiError(400, "bad_request", "since and until are required (ISO 8601 UTC, half-open [since, until))")
         return since, until
 
     async def _dma_readings(self, request: Request, fault: _Fault | None) -> _Payload:
@@ -916,10 +873,7 @@ class DmamaSimulator:
                 ]
             )
             return _Payload(f"{head}{rows}]}}".encode(), "application/json")
-        rows = [
-            {"timestamp": t, "flow_m3h": f, "pressure_bar": p}
-            for t, f, p in zip(ts, flow, pressure, strict=True)
-        ]
+        rows = [{"timestamp": t, "flow_m3h": f, "pressure_bar": p} for t, f, p in zip(ts, flow, pressure, strict=True)]
         return _json_payload(
             {"dma_id": dma_id, "interval_minutes": 15, "readings": _row_fault(rows, fault, self._seed)}
         )
@@ -948,10 +902,7 @@ class DmamaSimulator:
                 raise _ApiError(400, "bad_request", f"GetReadings needs dm:{tag} (namespace {DM_NS})")
             values[tag] = element.text.strip()
         ts, flow, pressure = self._flow_columns(values["DmaId"], values["Since"], values["Until"])
-        rows = [
-            {"timestamp": t, "flow_m3h": f, "pressure_bar": p}
-            for t, f, p in zip(ts, flow, pressure, strict=True)
-        ]
+        rows = [{"timestamp": t, "flow_m3h": f, "pressure_bar": p} for t, f, p in zip(ts, flow, pressure, strict=True)]
         rows = _row_fault(rows, fault, self._seed)
         parts = [
             f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_NS}" xmlns:dm="{DM_NS}">'
@@ -1107,9 +1058,7 @@ class DmamaServer:
 
 
 @contextlib.contextmanager
-def serve_dmama(
-    config: DmamaConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[DmamaServer]:
+def serve_dmama(config: DmamaConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> Iterator[DmamaServer]:
     """Serve a DMAMA simulator in a background thread for the duration of the `with` block."""
     from simulators.http_server import serve_in_thread
 

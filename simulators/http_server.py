@@ -93,9 +93,7 @@ class RunningServer:
         return f"RunningServer(url={self.url!r}, running={self.running})"
 
 
-def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0
-) -> RunningServer:
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0) -> RunningServer:
     """Serve `app` on `host:port` in a daemon thread and return once it accepts connections.
 
     Port 0 picks a free port; read it from the returned `RunningServer.port` / `.url`.

@@ -14,7 +14,12 @@ T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)  # 00:00 local on 2 March: the night w
 def night_readings(flow: float) -> pl.DataFrame:
     stamps = [T0 + timedelta(minutes=15 * i) for i in range(16)]
     return pl.DataFrame(
-        {"dma_id": ["DMA-0001"] * 16, "timestamp": stamps, "flow_m3h": [flow + i for i in range(16)], "pressure_bar": [2.0] * 16}
+        {
+            "dma_id": ["DMA-0001"] * 16,
+            "timestamp": stamps,
+            "flow_m3h": [flow + i for i in range(16)],
+            "pressure_bar": [2.0] * 16,
+        }
     )
 
 
@@ -23,12 +28,18 @@ def publish(lake, analyst_catalog):
 
 
 def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, analyst_catalog):
-    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour")
+    lake.replace_partitions(
+        FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour"
+    )
     published = publish(lake, analyst_catalog)
     assert f"{METER_READINGS.layer}.{METER_READINGS.name}" in published.empty_tables
     with duckdb.connect(published.path, read_only=True) as con:
         views = con.execute("SELECT schema_name, view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall()
-        assert {(s, v) for s, v, _ in views} >= {("raw", "dmama_flow_readings"), ("rejects", "dmama_flow_readings"), ("marts", "dma_night_flow")}
+        assert {(s, v) for s, v, _ in views} >= {
+            ("raw", "dmama_flow_readings"),
+            ("rejects", "dmama_flow_readings"),
+            ("marts", "dma_night_flow"),
+        }
         assert all(comment for _, _, comment in views)
         uncommented = con.execute(
             "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
@@ -40,7 +51,9 @@ def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, 
 
 
 def test_night_flow_reads_02_to_04_local_time(lake, analyst_catalog):
-    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour")
+    lake.replace_partitions(
+        FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour"
+    )
     lake.replace_snapshot(
         DMAS,
         pl.DataFrame({"dma_id": ["DMA-0001"], "connections": [1000]}).with_columns(
@@ -49,7 +62,9 @@ def test_night_flow_reads_02_to_04_local_time(lake, analyst_catalog):
     )
     published = publish(lake, analyst_catalog)
     with duckdb.connect(published.path, read_only=True) as con:
-        row = con.execute("SELECT night_of, min_night_flow_m3h, min_night_flow_l_per_connection_h, readings FROM marts.dma_night_flow").fetchall()
+        row = con.execute(
+            "SELECT night_of, min_night_flow_m3h, min_night_flow_l_per_connection_h, readings FROM marts.dma_night_flow"
+        ).fetchall()
     # 02:00 local = 19:00 UTC = the 9th reading (index 8) after 17:00 UTC.
     assert row == [(datetime(2026, 3, 2).date(), 58.0, 58.0, 8)]
 

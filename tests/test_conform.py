@@ -8,11 +8,22 @@ WINDOW = (T0, T0 + timedelta(hours=1))
 
 
 def row(minute: int, flow=100.0, dma="DMA-0001", pressure=2.5):
-    return {"dma_id": dma, "timestamp": f"2026-03-01T00:{minute:02d}:00Z", "flow_m3h": flow, "pressure_bar": pressure}
+    return {
+        "dma_id": dma,
+        "timestamp": f"2026-03-01T00:{minute:02d}:00Z",
+        "flow_m3h": flow,
+        "pressure_bar": pressure,
+    }
 
 
 def test_good_rows_are_typed_and_sorted():
-    loaded = conform([row(15), row(0), {**row(30), "flow_m3h": "12.5"}], FLOW_READINGS, source="dmama", partition_key="p", window=WINDOW)
+    loaded = conform(
+        [row(15), row(0), {**row(30), "flow_m3h": "12.5"}],
+        FLOW_READINGS,
+        source="dmama",
+        partition_key="p",
+        window=WINDOW,
+    )
     assert loaded.rejected == 0
     assert loaded.frame["timestamp"].to_list() == [T0, T0 + timedelta(minutes=15), T0 + timedelta(minutes=30)]
     assert loaded.frame["flow_m3h"].to_list() == [100.0, 100.0, 12.5]
@@ -54,11 +65,23 @@ def test_every_bad_row_is_kept_with_field_reason_and_payload():
 
 def test_lists_dates_and_integers_of_a_catalogue():
     detail = {
-        "dma_id": "DMA-0001", "name": "North", "zone": "Z1", "connections": 1200, "mains_length_km": 14.2,
-        "target_pressure_bar": 2.5, "inflow_meter_ids": ["M-0001-0001"], "latitude": 13.7, "longitude": 100.5,
+        "dma_id": "DMA-0001",
+        "name": "North",
+        "zone": "Z1",
+        "connections": 1200,
+        "mains_length_km": 14.2,
+        "target_pressure_bar": 2.5,
+        "inflow_meter_ids": ["M-0001-0001"],
+        "latitude": 13.7,
+        "longitude": 100.5,
         "commissioned_on": "2019-04-01",
     }
-    loaded = conform([detail, {**detail, "dma_id": "DMA-0002", "connections": 12.5}], DMAS, source="dmama", partition_key="snapshot")
+    loaded = conform(
+        [detail, {**detail, "dma_id": "DMA-0002", "connections": 12.5}],
+        DMAS,
+        source="dmama",
+        partition_key="snapshot",
+    )
     assert loaded.written == 1
     assert loaded.frame.row(0, named=True)["inflow_meter_ids"] == ["M-0001-0001"]
     assert loaded.rejects["reason"].to_list() == ["expected a whole number, got 12.5"]

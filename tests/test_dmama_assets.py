@@ -92,11 +92,16 @@ def test_rerunning_a_partition_rewrites_identical_bytes(catalogue, hub_resources
 
 def test_a_range_runs_as_one_run_and_writes_every_hour(catalogue, hub_resources, instance, lake, dmama_server):
     result = materialize(
-        [dmama.flow_readings], hub_resources, instance, tags=range_tags("2026-03-01-00:00", "2026-03-02-23:00")
+        [dmama.flow_readings],
+        hub_resources,
+        instance,
+        tags=range_tags("2026-03-01-00:00", "2026-03-02-23:00"),
     )
     assert len(lake.files(FLOW_READINGS)) == 48
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    assert lake.read(FLOW_READINGS).height == dmama_server.simulator.expected_flow_rows(start, start + timedelta(days=2))
+    assert lake.read(FLOW_READINGS).height == dmama_server.simulator.expected_flow_rows(
+        start, start + timedelta(days=2)
+    )
     materialized = {e.partition for e in result.get_asset_materialization_events()}
     assert len(materialized) == 48
     assert all(checks_of(result).values())
@@ -115,7 +120,9 @@ def test_meter_readings_for_a_day(catalogue, hub_resources, instance, lake, dmam
 
 
 def test_meter_readings_without_a_meter_list_fail_saying_what_to_do(hub_resources, instance):
-    result = materialize([dmama.meter_readings], hub_resources, instance, partition_key="2026-03-02", raise_on_error=False)
+    result = materialize(
+        [dmama.meter_readings], hub_resources, instance, partition_key="2026-03-02", raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -126,7 +133,9 @@ def test_meter_readings_without_a_meter_list_fail_saying_what_to_do(hub_resource
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
-def test_transient_server_errors_are_retried_to_a_complete_partition(status, catalogue, hub_resources, instance, lake, dmama_server):
+def test_transient_server_errors_are_retried_to_a_complete_partition(
+    status, catalogue, hub_resources, instance, lake, dmama_server
+):
     dmama_server.simulator.inject("status", path="/api/dma/*/readings", count=2, status=status)
     result = materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
     assert result.success
@@ -182,7 +191,9 @@ def test_wrong_types_are_rejected_and_reconciled(catalogue, hub_resources, insta
     assert all(rejects["raw_payload"].str.contains("DMA-0001"))
 
 
-def test_duplicated_and_shuffled_rows_land_exactly_once_in_order(catalogue, hub_resources, instance, lake, dmama_server):
+def test_duplicated_and_shuffled_rows_land_exactly_once_in_order(
+    catalogue, hub_resources, instance, lake, dmama_server
+):
     materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
     clean = lake.partition_path(FLOW_READINGS, HOUR_START, "hour").read_bytes()
     dmama_server.simulator.inject("duplicates", path="/api/dma/*/readings", count=5)
@@ -220,7 +231,9 @@ def test_a_failing_blocking_check_stops_downstream_assets_in_the_same_run(
         resources=hub_resources,
     )
     dmama_server.simulator.inject("spikes", path="/api/dma/DMA-0002/readings", count=1)
-    spiked = defs.resolve_job_def(job.name).execute_in_process(instance=instance, partition_key=HOUR, raise_on_error=False)
+    spiked = defs.resolve_job_def(job.name).execute_in_process(
+        instance=instance, partition_key=HOUR, raise_on_error=False
+    )
     assert checks_of(spiked)["flow_readings:values_in_physical_range"] is False
     assert not Path(analyst_catalog.path).exists()
 

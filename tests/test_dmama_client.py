@@ -122,8 +122,7 @@ def test_soap_gives_the_same_values_as_json_as_text(make_client):
     soap_rows = make_client(payload_format="soap").flow_readings("DMA-0005", SINCE, UNTIL)
     assert all(isinstance(row["flow_m3h"], str) for row in soap_rows)
     assert [
-        {**row, "flow_m3h": float(row["flow_m3h"]), "pressure_bar": float(row["pressure_bar"])}
-        for row in soap_rows
+        {**row, "flow_m3h": float(row["flow_m3h"]), "pressure_bar": float(row["pressure_bar"])} for row in soap_rows
     ] == json_rows
 
 
@@ -131,9 +130,7 @@ def test_many_dmas_concurrently_with_one_token(make_client, sim):
     issued = sim.issued_tokens
     client = make_client(concurrency=4)
     got = dict(client.flow_readings_many(sim.dma_ids(), SINCE, UNTIL))
-    assert got == {
-        dma: with_ids(sim.flow_readings(dma, SINCE, UNTIL), "dma_id", dma) for dma in sim.dma_ids()
-    }
+    assert got == {dma: with_ids(sim.flow_readings(dma, SINCE, UNTIL), "dma_id", dma) for dma in sim.dma_ids()}
     meters = [m["meter_id"] for m in sim.meters("DMA-0004")]
     readings = dict(client.meter_readings_many(meters, SINCE, UNTIL))
     assert readings == {m: with_ids(sim.meter_readings(m, SINCE, UNTIL), "meter_id", m) for m in meters}
@@ -162,8 +159,7 @@ def test_unknown_ids_fail_at_once_with_the_source_detail(make_client, sim):
     error = caught.value
     assert (error.status, error.attempts, error.endpoint) == (404, 1, "/api/dma/DMA-0099")
     assert str(error) == (
-        "dmama: GET /api/dma/DMA-0099 failed: HTTP 404 Not Found: "
-        "no DMA 'DMA-0099' (ids run DMA-0001..DMA-0005)"
+        "dmama: GET /api/dma/DMA-0099 failed: HTTP 404 Not Found: no DMA 'DMA-0099' (ids run DMA-0001..DMA-0005)"
     )
     with pytest.raises(SourceError) as soap:
         make_client(payload_format="soap").flow_readings("DMA-0099", SINCE, UNTIL)
@@ -205,10 +201,7 @@ def test_a_wrong_api_key_fails_without_fetching_new_tokens(make_client, sim):
 def test_a_wrong_client_secret_names_the_token_endpoint(make_client):
     with pytest.raises(SourceError) as caught:
         make_client(client_secret="wrong-secret-xyz").dma_list()
-    assert (
-        str(caught.value)
-        == "dmama: POST /oauth/token failed: HTTP 401 Unauthorized: unknown client or wrong secret"
-    )
+    assert str(caught.value) == "dmama: POST /oauth/token failed: HTTP 401 Unauthorized: unknown client or wrong secret"
 
 
 def test_secrets_never_appear_in_errors_reprs_or_logs(make_client, sim, caplog):
@@ -271,10 +264,7 @@ def test_a_persistent_outage_fails_after_exactly_four_attempts(make_client, sim,
     with pytest.raises(SourceError) as caught:
         make_client().flow_readings("DMA-0001", SINCE, UNTIL)
     error = caught.value
-    assert (
-        str(error)
-        == "dmama: GET /api/dma/DMA-0001/readings failed after 4 attempts: HTTP 503 Service Unavailable"
-    )
+    assert str(error) == "dmama: GET /api/dma/DMA-0001/readings failed after 4 attempts: HTTP 503 Service Unavailable"
     assert (error.source, error.endpoint, error.status, error.attempts) == (
         "dmama",
         "/api/dma/DMA-0001/readings",

@@ -84,9 +84,7 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_other_data():
     assert a.dmas() != other.dmas()
 
 
-@pytest.mark.parametrize(
-    "cut", [timedelta(hours=5, minutes=15), timedelta(days=3, hours=11), timedelta(minutes=1)]
-)
+@pytest.mark.parametrize("cut", [timedelta(hours=5, minutes=15), timedelta(days=3, hours=11), timedelta(minutes=1)])
 def test_rows_do_not_depend_on_the_range_asked(cut):
     sim = DmamaSimulator()
     a, c = DAY, DAY + timedelta(days=9)
@@ -94,9 +92,7 @@ def test_rows_do_not_depend_on_the_range_asked(cut):
     for dma in sim.dma_ids():
         assert sim.flow_readings(dma, a, c) == sim.flow_readings(dma, a, b) + sim.flow_readings(dma, b, c)
     meter = "M-0004-0007"
-    assert sim.meter_readings(meter, a, c) == sim.meter_readings(meter, a, b) + sim.meter_readings(
-        meter, b, c
-    )
+    assert sim.meter_readings(meter, a, c) == sim.meter_readings(meter, a, b) + sim.meter_readings(meter, b, c)
 
 
 def test_ranges_are_half_open_on_15_minute_slots():
@@ -237,9 +233,7 @@ def test_registers_increase_and_some_roll_over_within_a_year():
             values = [r["register_m3"] for r in day]
             assert all(0 <= v < modulus for v in values)
             assert all((b - a) % modulus < modulus / 2 for a, b in pairwise(values))
-            later = sim.meter_readings(
-                meter["meter_id"], DAY + timedelta(days=365), DAY + timedelta(days=365, hours=1)
-            )
+            later = sim.meter_readings(meter["meter_id"], DAY + timedelta(days=365), DAY + timedelta(days=365, hours=1))
             rollovers += later[0]["register_m3"] < values[0]
     assert rollovers >= 1
 
@@ -266,9 +260,7 @@ def test_dma_list_pages_as_the_contract_says(http, headers, sim):
 def test_meters_page_and_details_match_the_ground_truth(http, headers, sim):
     items, page = [], 1
     while page is not None:
-        body = http.get(
-            "/api/dma/DMA-0002/meters", params={"page": page, "page_size": 4}, headers=headers
-        ).json()
+        body = http.get("/api/dma/DMA-0002/meters", params={"page": page, "page_size": 4}, headers=headers).json()
         items += body["items"]
         page = body["next_page"]
     assert items == sim.meters("DMA-0002")
@@ -278,9 +270,7 @@ def test_meters_page_and_details_match_the_ground_truth(http, headers, sim):
 def test_readings_match_the_ground_truth_in_json_and_soap(http, headers, sim):
     since, until = "2026-03-04T00:00:00Z", "2026-03-04T06:00:00Z"
     truth = sim.flow_readings("DMA-0004", since, until)
-    body = http.get(
-        "/api/dma/DMA-0004/readings", params={"since": since, "until": until}, headers=headers
-    ).json()
+    body = http.get("/api/dma/DMA-0004/readings", params={"since": since, "until": until}, headers=headers).json()
     assert body == {"dma_id": "DMA-0004", "interval_minutes": 15, "readings": truth}
 
     root = soap_call(http, headers, "DMA-0004", since, until)
@@ -345,9 +335,7 @@ def test_unknown_ids_get_404_and_soap_faults_are_500(http, headers):
     fault = soap_call(http, headers, "DMA-0099", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z")
     assert fault.get("http_status") == "500"
     assert fault.findtext(".//faultcode") == "soap:Client" and "DMA-0099" in fault.findtext(".//faultstring")
-    wrong_action = soap_call(
-        http, headers, "DMA-0001", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", '"Nope"'
-    )
+    wrong_action = soap_call(http, headers, "DMA-0001", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", '"Nope"')
     assert "SOAPAction" in wrong_action.findtext(".//faultstring")
 
 
@@ -381,19 +369,13 @@ def test_tokens_come_from_client_credentials_in_the_form_or_basic_auth_and_expir
         auth=(config.client_id, config.client_secret),
     )
     body = basic.json()
-    assert (
-        basic.status_code == 200
-        and body["token_type"] == "Bearer"
-        and body["expires_in"] == config.token_ttl_s
-    )
+    assert basic.status_code == 200 and body["token_type"] == "Bearer" and body["expires_in"] == config.token_ttl_s
     assert sim.issued_tokens == issued + 1
     good = {"X-API-Key": config.api_key, "Authorization": f"Bearer {body['access_token']}"}
     assert http.get("/api/dma/list", headers=good).status_code == 200
     sim.expire_tokens()
     assert http.get("/api/dma/list", headers=good).status_code == 401
-    grant = http.post(
-        "/oauth/token", data={"grant_type": "password"}, auth=(config.client_id, config.client_secret)
-    )
+    grant = http.post("/oauth/token", data={"grant_type": "password"}, auth=(config.client_id, config.client_secret))
     assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
 
 
@@ -503,9 +485,7 @@ def test_row_faults_damage_rows_the_way_real_feeds_do(http, headers, sim):
     assert any(isinstance(row["pressure_bar"], str) and row["pressure_bar"] != "n/a" for row in wrong)
 
     duplicated = faulted("duplicates")
-    assert len(duplicated) > len(truth) and {json.dumps(r) for r in duplicated} == {
-        json.dumps(r) for r in truth
-    }
+    assert len(duplicated) > len(truth) and {json.dumps(r) for r in duplicated} == {json.dumps(r) for r in truth}
 
     shuffled = faulted("out_of_order")
     assert shuffled != truth and sorted(shuffled, key=lambda r: r["timestamp"]) == truth

@@ -23,9 +23,15 @@ def readings(hours: int, dmas: tuple[str, ...] = ("DMA-0001", "DMA-0002")) -> pl
 
 
 def test_writes_one_file_per_hour_under_its_date(lake):
-    written = lake.replace_partitions(FLOW_READINGS, readings(3), partition_starts(T0, T0 + timedelta(hours=3), "hour"), "hour")
+    written = lake.replace_partitions(
+        FLOW_READINGS, readings(3), partition_starts(T0, T0 + timedelta(hours=3), "hour"), "hour"
+    )
     names = [Path(p).relative_to(lake.table_dir(FLOW_READINGS)).as_posix() for p in written.paths]
-    assert names == ["date=2026-03-01/part-0000.parquet", "date=2026-03-01/part-0100.parquet", "date=2026-03-01/part-0200.parquet"]
+    assert names == [
+        "date=2026-03-01/part-0000.parquet",
+        "date=2026-03-01/part-0100.parquet",
+        "date=2026-03-01/part-0200.parquet",
+    ]
     assert written.rows == 24
     assert lake.read(FLOW_READINGS).height == 24
     assert lake.read(FLOW_READINGS, T0 + timedelta(hours=1), T0 + timedelta(hours=2)).height == 8

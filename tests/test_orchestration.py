@@ -80,7 +80,10 @@ def test_a_materialization_on_the_postgres_backed_instance(dmama_env, tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
     try:
-        env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": f"postgresql://postgres@127.0.0.1:5432/{database}"}
+        env = {
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        }
         with _environ(env), dg.DagsterInstance.from_config(str(home)) as instance:
             assert instance.get_ref().storage_data.class_name == "EnvironmentSelectedStorage"
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -94,7 +97,10 @@ def test_a_materialization_on_the_postgres_backed_instance(dmama_env, tmp_path):
             cur = con.cursor()
             cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
             assert cur.fetchone() == ("SUCCESS",)
-            cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,))
+            cur.execute(
+                "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+                (run_id,),
+            )
             assert cur.fetchone() == (2,)
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -105,10 +111,10 @@ def test_without_postgres_settings_the_instance_is_sqlite_under_dagster_home(tmp
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
-    with _environ({"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": None, "DAGSTER_PG_HOST": None}):
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            assert type(instance.run_storage).__name__ == "SqliteRunStorage"
-            assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+    unset = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": None, "DAGSTER_PG_HOST": None}
+    with _environ(unset), dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
     assert (home / "history").exists() or (home / "storage").exists()
 
 
@@ -122,15 +128,39 @@ def test_two_partitions_materialized_concurrently_from_the_cli(dmama_env, data_d
     env.pop("DAGSTER_PG_HOST", None)
     dagster = str(Path(sys.executable).with_name("dagster"))
     catalogue = subprocess.run(
-        [dagster, "asset", "materialize", "-m", "orchestration.definitions", "--select", "dmama/dmas,dmama/meters"],
-        env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "orchestration.definitions",
+            "--select",
+            "dmama/dmas,dmama/meters",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
     )
     assert catalogue.returncode == 0, catalogue.stderr[-2000:]
     runs = [
         subprocess.Popen(
-            [dagster, "asset", "materialize", "-m", "orchestration.definitions", "--select", "dmama/flow_readings",
-             "--partition", key],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            [
+                dagster,
+                "asset",
+                "materialize",
+                "-m",
+                "orchestration.definitions",
+                "--select",
+                "dmama/flow_readings",
+                "--partition",
+                key,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
         )
         for key in ("2026-03-02-19:00", "2026-03-02-20:00")
     ]
@@ -154,7 +184,11 @@ def test_the_catalog_answers_read_only_while_a_backfill_writes(dmama_env, data_d
     defs = build_definitions()
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("dmama_catalogue_job").execute_in_process(instance=instance).success
-        assert defs.resolve_job_def("dmama_readings_job").execute_in_process(instance=instance, partition_key="2026-03-01-00:00").success
+        assert (
+            defs.resolve_job_def("dmama_readings_job")
+            .execute_in_process(instance=instance, partition_key="2026-03-01-00:00")
+            .success
+        )
         assert defs.resolve_job_def("analyst_catalog_job").execute_in_process(instance=instance).success
         catalog_file = data_dir / "catalog" / "ihub.duckdb"
         outcome: dict = {}
@@ -162,7 +196,10 @@ def test_the_catalog_answers_read_only_while_a_backfill_writes(dmama_env, data_d
         def backfill():
             outcome["result"] = defs.resolve_job_def("dmama_readings_job").execute_in_process(
                 instance=instance,
-                tags={"dagster/asset_partition_range_start": "2026-03-01-01:00", "dagster/asset_partition_range_end": "2026-03-03-00:00"},
+                tags={
+                    "dagster/asset_partition_range_start": "2026-03-01-01:00",
+                    "dagster/asset_partition_range_end": "2026-03-03-00:00",
+                },
                 run_config={"ops": {"dmama__flow_readings": {"config": {"chunk_hours": 6}}}},
             )
 
@@ -188,7 +225,11 @@ def test_ihub_demo_runs_end_to_end(tmp_path):
     env["IHUB_DATA_DIR"] = str(tmp_path / "data")
     out = subprocess.run(
         [str(Path(sys.executable).with_name("ihub")), "demo", "--hours", "3"],
-        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[4/4] analyst catalog" in out.stdout
