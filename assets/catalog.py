@@ -4,10 +4,11 @@ import dagster as dg
 
 from assets import dmama
 from quality.conform import rejects_table
+from quality.dmama import TABLES as DMAMA_TABLES
 from resources.catalog import AnalystCatalog, SqlView
 from resources.lake import Lake
 
-LAKE_TABLES = (*dmama.TABLES, *(rejects_table(t) for t in dmama.TABLES))
+LAKE_TABLES = (*DMAMA_TABLES, *(rejects_table(t) for t in DMAMA_TABLES))
 
 
 def derived_views(local_timezone: str) -> list[SqlView]:

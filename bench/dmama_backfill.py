@@ -138,10 +138,11 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.dmama_backfill", "--child", "--days", str(args.days)],
                     env=env,
-                    check=True,
                     capture_output=True,
                     text=True,
                 )
+                if out.returncode != 0:
+                    raise SystemExit(f"backfill run {repeat} failed:\n{out.stderr[-4000:]}")
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(figures)
                 print(
