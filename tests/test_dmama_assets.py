@@ -240,3 +240,27 @@ def test_a_failing_blocking_check_stops_downstream_assets_in_the_same_run(
     clean = defs.resolve_job_def(job.name).execute_in_process(instance=instance, partition_key=HOUR)
     assert checks_of(clean)["flow_readings:values_in_physical_range"] is True
     assert Path(analyst_catalog.path).exists()
+
+
+def test_a_gap_in_the_source_lands_what_came_and_fails_completeness_as_a_warning(
+    catalogue, hub_resources, instance, lake, dmama_server
+):
+    dmama_server.simulator.inject("gaps", path="/api/dma/DMA-0001/readings", count=1)
+    result = materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
+    assert result.success
+    assert lake.read(FLOW_READINGS).height < 20
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "complete")
+    assert evaluation.passed is False
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_skewed_clock_sends_rows_outside_the_window_to_rejects(
+    catalogue, hub_resources, instance, lake, dmama_server
+):
+    dmama_server.simulator.inject("clock_skew", path="/api/dma/DMA-0005/readings", count=1, skew_s=3600)
+    result = materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
+    meta = metadata_of(result, "flow_readings")
+    assert (meta["rows_received"], meta["rows_written"], meta["rows_rejected"]) == (20, 16, 4)
+    rejects = lake.read(rejects_table(FLOW_READINGS))
+    assert all(rejects["reason"].str.contains("outside the requested window"))
+    assert set(lake.read(FLOW_READINGS)["dma_id"]) == {"DMA-0001", "DMA-0002", "DMA-0003", "DMA-0004"}
