@@ -114,7 +114,7 @@ def flow_readings(
     context: dg.AssetExecutionContext, config: FlowReadingsConfig, dmama: DmamaClient, lake: Lake
 ) -> dg.MaterializeResult:
     """Flow (m³/h) and pressure (bar) every 15 minutes at each DMA's inlet, as DMAMA reported them.
-    One file per hour; a range of hours is fetched a day at a time and written hour by hour."""
+    One file per hour; a backfill asks for a week per DMA at a time and writes it hour by hour."""
     dma_ids = [row["dma_id"] for row in _fetch(context, "DMA list", dmama.dma_list)]
 
     def fetch(start: datetime, end: datetime) -> list[dict]:
