@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup  ## simulator + DMAMA assets for the last 24 hours + checks + analyst catalog
-	$(BIN)/ihub demo
+	$(BIN)/ihub demo --live-minutes 2
 
 test: setup  ## every suite, as CI runs it
 	$(BIN)/pytest

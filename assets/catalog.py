@@ -5,10 +5,12 @@ import dagster as dg
 from assets import dmama
 from quality.conform import rejects_table
 from quality.dmama import TABLES as DMAMA_TABLES
+from quality.scada import HISTORIAN_POINTS
+from quality.scada import TABLES as SCADA_TABLES
 from resources.catalog import AnalystCatalog, SqlView
 from resources.lake import Lake
 
-LAKE_TABLES = (*DMAMA_TABLES, *(rejects_table(t) for t in DMAMA_TABLES))
+LAKE_TABLES = (*DMAMA_TABLES, *(rejects_table(t) for t in DMAMA_TABLES), *SCADA_TABLES, rejects_table(HISTORIAN_POINTS))
 
 
 def derived_views(local_timezone: str) -> list[SqlView]:

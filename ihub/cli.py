@@ -16,19 +16,41 @@ def main(argv: list[str] | None = None) -> int:
 
     simulate = commands.add_parser(
         "simulate",
-        help="serve the external-system simulators on loopback",
+        help="serve an external-system simulator on loopback",
         description=(
-            "Serve a simulator of an external system on loopback until interrupted. Prints the URL and the "
-            "environment variables (DMAMA_BASE_URL, DMAMA_API_KEY, DMAMA_CLIENT_ID, DMAMA_CLIENT_SECRET) "
-            "that point the hub at it."
+            "Serve a simulator of an external system on loopback until interrupted, printing where it listens "
+            "and the environment variables that point the hub at it. dmama: the DMA management API; historian: "
+            "the SCADA historian; modbus: pump stations and machines on Modbus TCP; opcua: the pump station "
+            "on OPC UA; scada: the MQTT protocol gateway publishing 5 units. Options after the name go to "
+            "that simulator (try: ihub simulate modbus --help)."
         ),
     )
-    simulate.add_argument("source", choices=["dmama"], help="which external system to simulate")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8701)
-    simulate.add_argument("--dmas", type=int, default=5, help="number of DMAs (500 for benchmarks)")
-    simulate.add_argument("--meters-per-dma", type=int, default=10)
-    simulate.add_argument("--seed", type=int, default=42)
+    simulate.add_argument("source", choices=["dmama", "historian", "modbus", "opcua", "scada"])
+    simulate.add_argument("options", nargs=argparse.REMAINDER, help="options of that simulator")
+
+    collect = commands.add_parser(
+        "collect",
+        help="run the SCADA edge collector, or ask a running one for its health",
+        description=(
+            "ihub collect --config collector.yaml runs the collector (Modbus TCP, OPC UA, MQTT → durable spool, "
+            "inline threshold alerts) until SIGTERM. ihub collect status [--url] prints a running collector's "
+            "health: per protocol connected or not, points/s, errors, spool backlog. The YAML is validated at "
+            "start; see collector.example.yaml."
+        ),
+    )
+    collect.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    collect.add_argument("--config", help="collector YAML (for run)")
+    collect.add_argument("--url", default="http://127.0.0.1:8710/health", help="health endpoint (for status)")
+
+    browse = commands.add_parser(
+        "browse",
+        help="list an OPC UA server's variables as a node-map snippet",
+        description="Browse an OPC UA server and print its variables as YAML ready to paste into a node map.",
+    )
+    browse.add_argument("url", help="opc.tcp://host:port/path")
+    browse.add_argument("--depth", type=int, default=6)
+    browse.add_argument("--username")
+    browse.add_argument("--password")
 
     demo = commands.add_parser(
         "demo",
@@ -43,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--hours", type=int, default=24, help="hours of readings to load, ending now")
     demo.add_argument("--dmas", type=int, default=5)
     demo.add_argument("--meters-per-dma", type=int, default=10)
+    demo.add_argument(
+        "--live-minutes",
+        type=float,
+        default=0,
+        help="then run the live SCADA path (simulators, collector, Dagster daemon) this long; make demo uses 2",
+    )
 
     query = commands.add_parser(
         "query",
@@ -56,14 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster flags BackfillPolicy as beta on every import; a user of the CLI cannot act on that.
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
     if args.command == "simulate":
-        from simulators.dmama import main_serve
+        return _simulate(args.source, args.options)
+    if args.command == "collect":
+        from collector import service
 
-        main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
-        return 0
+        if args.action == "status":
+            return service.status(args.url)
+        if not args.config:
+            parser.error("ihub collect needs --config collector.yaml")
+        return service.main(args.config)
+    if args.command == "browse":
+        from collector.opcua import browse_main
+
+        return browse_main(args.url, depth=args.depth, username=args.username, password=args.password)
     if args.command == "demo":
         from ihub.demo import run_demo
 
-        return run_demo(hours=args.hours, dmas=args.dmas, meters_per_dma=args.meters_per_dma)
+        return run_demo(
+            hours=args.hours, dmas=args.dmas, meters_per_dma=args.meters_per_dma, live_minutes=args.live_minutes
+        )
     if args.command == "query":
         import duckdb
 
@@ -73,6 +112,26 @@ def main(argv: list[str] | None = None) -> int:
             print(con.sql(args.sql))
         return 0
     return 2
+
+
+def _simulate(source: str, options: list[str]) -> int:
+    if source == "dmama":
+        parser = argparse.ArgumentParser(prog="ihub simulate dmama", description="The DMAMA API simulator.")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8701)
+        parser.add_argument("--dmas", type=int, default=5, help="number of DMAs (500 for benchmarks)")
+        parser.add_argument("--meters-per-dma", type=int, default=10)
+        parser.add_argument("--seed", type=int, default=42)
+        args = parser.parse_args(options)
+        from simulators.dmama import main_serve
+
+        main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
+        return 0
+    module = {"historian": "historian", "modbus": "modbus", "opcua": "opcua", "scada": "scada_gateway"}[source]
+    import importlib
+
+    importlib.import_module(f"simulators.{module}").main(options)
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ LIMIT 5
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10) -> int:
+def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10, live_minutes: float = 0) -> int:
     from ihub.environment import prepare_dagster_home
 
     home = prepare_dagster_home()
@@ -38,7 +38,15 @@ def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10) -> int:
                 "DMAMA_CLIENT_SECRET": config.client_secret,
             }
         )
-        return _run_pipeline(hours)
+        outcome = _run_pipeline(hours)
+    if outcome == 0 and live_minutes > 0:
+        from ihub.live_demo import run_live
+        from orchestration.settings import data_dir
+
+        _say("")
+        _say("Live SCADA path")
+        outcome = run_live(live_minutes, data_dir(), _say)
+    return outcome
 
 
 def _run_pipeline(hours: int) -> int:

@@ -34,4 +34,31 @@ analyst_catalog_job = dg.define_asset_job(
     description="Publish the analysts' DuckDB catalog over the lake.",
 )
 
-JOBS = [dmama_catalogue_job, dmama_readings_job, dmama_meter_readings_job, analyst_catalog_job]
+scada_window_job = dg.define_asset_job(
+    "scada_window_job",
+    selection=dg.AssetSelection.assets(
+        dg.AssetKey(["scada", "points"]),
+        dg.AssetKey(["scada", "point_aggregates"]),
+        dg.AssetKey(["scada", "window_alerts"]),
+    ),
+    description="Load one sealed SCADA spool window (tag scada/window) into the lake; check, aggregate, alert.",
+    tags={"source": "scada"},
+    # Small and latency-bound (window close → run done within seconds): one process, no per-step spawn.
+    executor_def=dg.in_process_executor,
+)
+
+scada_historian_job = dg.define_asset_job(
+    "scada_historian_job",
+    selection=dg.AssetSelection.assets(dg.AssetKey(["scada", "historian_points"])),
+    description="Backfill or repair SCADA history from the historian for the chosen hours, with checks.",
+    tags={"source": "scada_historian"},
+)
+
+JOBS = [
+    dmama_catalogue_job,
+    dmama_readings_job,
+    dmama_meter_readings_job,
+    analyst_catalog_job,
+    scada_window_job,
+    scada_historian_job,
+]

@@ -26,3 +26,62 @@ def catalog_path() -> Path:
 def local_timezone() -> str:
     """The utility's time zone: schedules fire and reports read in it; storage stays UTC."""
     return os.environ.get("IHUB_LOCAL_TZ", DEFAULT_LOCAL_TIMEZONE)
+
+
+def spool_dir() -> Path:
+    """The SCADA collector's spool (``IHUB_SPOOL_DIR``), shared with the Dagster window job."""
+    return Path(os.environ.get("IHUB_SPOOL_DIR", data_dir() / "spool")).resolve()
+
+
+def spool_window_s() -> int:
+    """Length of a SCADA window, seconds (``IHUB_SPOOL_WINDOW_S``, default 300); the collector's must match."""
+    return int(os.environ.get("IHUB_SPOOL_WINDOW_S", "300"))
+
+
+def notifier_channels() -> list:
+    """Operator notification channels the environment configures (none: notifications are only recorded).
+
+    ``IHUB_ALERT_WEBHOOK_URL`` (+ ``IHUB_ALERT_WEBHOOK_TOKEN``), ``IHUB_LINE_TOKEN`` + ``IHUB_LINE_TO``
+    (comma-separated ids, ``IHUB_LINE_BASE_URL``), ``IHUB_SMTP_HOST`` + ``IHUB_SMTP_FROM`` + ``IHUB_SMTP_TO``
+    (+ ``IHUB_SMTP_PORT``, ``IHUB_SMTP_USERNAME``, ``IHUB_SMTP_PASSWORD``). Secrets stay ``EnvVar``s, so
+    their values never appear in the UI or the run config.
+    """
+    import dagster as dg
+
+    from resources.notifier import NotifierChannel
+
+    env = os.environ
+    channels = []
+    if env.get("IHUB_ALERT_WEBHOOK_URL"):
+        channels.append(
+            NotifierChannel(
+                kind="webhook",
+                name="webhook",
+                url=env["IHUB_ALERT_WEBHOOK_URL"],
+                token=dg.EnvVar("IHUB_ALERT_WEBHOOK_TOKEN") if env.get("IHUB_ALERT_WEBHOOK_TOKEN") else None,
+            )
+        )
+    if env.get("IHUB_LINE_TOKEN") and env.get("IHUB_LINE_TO"):
+        channels.append(
+            NotifierChannel(
+                kind="line",
+                name="line",
+                token=dg.EnvVar("IHUB_LINE_TOKEN"),
+                to=[t.strip() for t in env["IHUB_LINE_TO"].split(",") if t.strip()],
+                base_url=env.get("IHUB_LINE_BASE_URL", "https://api.line.me"),
+            )
+        )
+    if env.get("IHUB_SMTP_HOST") and env.get("IHUB_SMTP_FROM") and env.get("IHUB_SMTP_TO"):
+        channels.append(
+            NotifierChannel(
+                kind="smtp",
+                name="email",
+                host=env["IHUB_SMTP_HOST"],
+                port=int(env.get("IHUB_SMTP_PORT", "587")),
+                from_addr=env["IHUB_SMTP_FROM"],
+                to=[t.strip() for t in env["IHUB_SMTP_TO"].split(",") if t.strip()],
+                username=env.get("IHUB_SMTP_USERNAME"),
+                password=dg.EnvVar("IHUB_SMTP_PASSWORD") if env.get("IHUB_SMTP_PASSWORD") else None,
+            )
+        )
+    return channels

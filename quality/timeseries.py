@@ -33,6 +33,9 @@ class SensorLimits:
     sample_interval_s: float
     alert_above: float | None = None
     alert_below: float | None = None
+    # The alarm limits hold for these engineering units only (a pump station's m³/h flow is not judged
+    # by a gateway's L/min limits); empty: any unit.
+    alert_units: tuple[str, ...] = ()
 
 
 def load_limits(path: Path = RULES_FILE) -> dict[str, SensorLimits]:
@@ -41,7 +44,8 @@ def load_limits(path: Path = RULES_FILE) -> dict[str, SensorLimits]:
     limits = {}
     for sensor_type, fields in (document.get("sensor_types") or {}).items():
         try:
-            limits[sensor_type] = SensorLimits(sensor_type=sensor_type, **fields)
+            units = tuple(fields.pop("alert_units", ()) or ())
+            limits[sensor_type] = SensorLimits(sensor_type=sensor_type, alert_units=units, **fields)
         except TypeError as error:
             raise ValueError(f"{path}: sensor_types.{sensor_type}: {error}") from None
         if limits[sensor_type].gross_min >= limits[sensor_type].gross_max:
@@ -51,7 +55,7 @@ def load_limits(path: Path = RULES_FILE) -> dict[str, SensorLimits]:
 
 def _limits_frame(limits: dict[str, SensorLimits]) -> pl.DataFrame:
     return pl.DataFrame(
-        [vars(limit) for limit in limits.values()],
+        [{k: v for k, v in vars(limit).items() if k != "alert_units"} for limit in limits.values()],
         schema={
             "sensor_type": pl.String,
             "gross_min": pl.Float64,
@@ -130,9 +134,7 @@ def flatlines(points: pl.DataFrame, limits: dict[str, SensorLimits]) -> pl.DataF
     )
 
 
-def gaps(
-    points: pl.DataFrame, limits: dict[str, SensorLimits], start: datetime, end: datetime
-) -> pl.DataFrame:
+def gaps(points: pl.DataFrame, limits: dict[str, SensorLimits], start: datetime, end: datetime) -> pl.DataFrame:
     """Silences longer than three sample intervals, including at the window's edges, per point."""
     usable = points.join(_limits_frame(limits), on="sensor_type", how="inner").sort([*POINT, "source_ts"])
     if usable.height == 0:
@@ -174,6 +176,11 @@ def breaches_held(
     """Points whose every usable value in the window is beyond the alert threshold, and that reported
     for most of the window: a breach that lasted, not a blip."""
     usable = _usable(points, limits).filter(pl.col("alert_above").is_not_null() | pl.col("alert_below").is_not_null())
+    for limit in limits.values():
+        if limit.alert_units:
+            usable = usable.filter(
+                (pl.col("sensor_type") != limit.sensor_type) | pl.col("unit").is_in(list(limit.alert_units))
+            )
     beyond = (pl.col("alert_above").is_not_null() & (pl.col("value") > pl.col("alert_above"))) | (
         pl.col("alert_below").is_not_null() & (pl.col("value") < pl.col("alert_below"))
     )

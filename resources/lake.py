@@ -190,6 +190,17 @@ class Lake(dg.ConfigurableResource):
             paths.append(str(self._write_atomically(rows, self.partition_path(table, start, grain))))
         return Written(table, tuple(paths), frame)
 
+    def window_path(self, table: LakeTable, start: datetime) -> Path:
+        start = start.astimezone(UTC)
+        return self.table_dir(table) / f"date={start:%Y-%m-%d}" / f"part-{start:%H%M}.parquet"
+
+    def replace_window(self, table: LakeTable, start: datetime, frame: pl.DataFrame) -> Written:
+        """Replace the file of one processing window (e.g. a SCADA receive window), whatever the rows'
+        own timestamps: late points belong to the window that received them."""
+        frame = table.conform(frame)
+        path = self._write_atomically(frame, self.window_path(table, start))
+        return Written(table, (str(path),), frame)
+
     def replace_snapshot(self, table: LakeTable, frame: pl.DataFrame) -> Written:
         """Replace a whole slowly changing table (a catalogue) in one rename."""
         frame = table.conform(frame)

@@ -243,7 +243,7 @@ def test_ihub_demo_runs_end_to_end(tmp_path):
 
 def test_ihub_help_says_what_each_command_does():
     ihub = str(Path(sys.executable).with_name("ihub"))
-    for command in ("simulate", "demo", "query"):
+    for command in ("simulate", "collect", "browse", "demo", "query"):
         out = subprocess.run([ihub, command, "--help"], capture_output=True, text=True, check=True)
         assert "usage: ihub" in out.stdout and len(out.stdout.splitlines()) > 4
 

@@ -1,0 +1,923 @@
+"""MQTT reader: subscribes to SCADA topics on a broker and acknowledges only what the spool holds.
+
+Topics are ``scada/{unit_id}/{sensor_type}`` with a JSON payload
+``{"value": 25.5, "quality": "GOOD", "timestamp": "2026-03-01T00:00:00Z"}`` (quality and timestamp
+optional: GOOD and the receipt time) or a bare number ``25.5``; gateways that bundle readings publish
+a JSON array of such objects, each naming its ``sensor_type``, on ``scada/{unit_id}/batch``; unit
+status (``online``, ``offline``, ``maintenance``, bare or as ``{"status": ...}``) on
+``scada/{unit_id}/status`` becomes a ``status`` point coded by ``status_codes``.
+
+Delivery guarantee (QoS 1, persistent session): paho runs with ``manual_ack=True`` and a message is
+acknowledged only after ``await emit(points)`` returned, i.e. after the points were fsynced in the
+spool. If ``emit`` raises (the spool is full, a disk error), nothing of that batch or of what came
+after it is acknowledged: the reader disconnects, waits (exponential backoff) and reconnects with the
+same client id, and the broker delivers the unacknowledged messages again from the session. A message
+that cannot be decoded goes to the dead-letter file (fsynced) and is then acknowledged, so it is never
+silently dropped and never redelivered for ever. Redelivered copies of a point share its
+``Point.key``; the window job removes them.
+
+How paho meets asyncio: paho's own network thread reads one packet per ``select()`` wake-up and hands
+every message across threads; instead the client's socket is registered with the event loop
+(``add_reader``/``add_writer``, paho's documented external-loop interface), so a wake-up drains many
+packets, decoding happens where the message is read, and acknowledgements need no lock. Messages
+accumulate into a batch that is committed with one ``emit`` when it holds ``max_batch`` points or its
+first message is ``max_batch_delay_ms`` old; while one batch is being synced the next one fills, so
+under load batches grow by themselves. Only the TCP connect (and TLS handshake) runs in a worker
+thread, so a slow broker never blocks the loop other readers share.
+
+MQTT 3.1.1 is the default: paho decodes MQTT 5 properties on every message, which costs about half
+the throughput, and the broker's ``max_inflight_messages`` (``deploy/mosquitto.conf``) then sets how
+many unacknowledged messages may be in flight. With MQTT 5 the reader asks for ``receive_maximum``
+itself and the session lasts ``session_expiry_s`` after a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from math import isfinite
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+from collector.points import BAD, GOOD, QUALITIES, Emit, Point, now_micros, to_micros
+
+__all__ = [
+    "DEFAULT_STATUS_CODES",
+    "DEFAULT_UNITS",
+    "DeadLetterFile",
+    "MessageDecoder",
+    "MqttBrokerConfig",
+    "MqttReader",
+    "MqttTls",
+    "build_reader",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "mqtt"
+BATCH_SENSOR = "batch"
+STATUS_SENSOR = "status"
+
+DEFAULT_UNITS: dict[str, str] = {
+    "temperature": "°C",
+    "pressure": "bar",
+    "flow": "L/min",
+    "power": "kW",
+    "level": "m",
+}
+DEFAULT_STATUS_CODES: dict[str, float] = {"offline": 0.0, "online": 1.0, "maintenance": 2.0}
+
+# A read wake-up handles at most this many packets before yielding, so a flood cannot starve the
+# other readers and the alert path sharing the event loop (500 packets take a few milliseconds).
+_PACKETS_PER_WAKEUP = 500
+# Reading pauses while this many times max_batch points wait for their commit: memory stays bounded
+# however wide the broker's inflight window (1,000 batch messages of 100 points would be 100,000 points),
+# and TCP pushes back to the broker, which is where a backlog belongs.
+_PENDING_BATCHES = 4
+# Topic shapes seen so far; a broker flooding random topics must not grow it without end.
+_TOPIC_CACHE_SIZE = 10_000
+_RATE_SPAN_S = 10
+_MISSING = object()
+
+
+class MqttTls(BaseModel):
+    """TLS towards the broker; without ``ca_file`` the system's trusted CAs verify it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path | None = Field(default=None, description="CA bundle (PEM) that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="client certificate (PEM), for brokers that ask")
+    key_file: Path | None = Field(default=None, description="the client certificate's private key (PEM)")
+    insecure: bool = Field(
+        default=False, description="skip the host name check of the broker's certificate (tests only)"
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
+
+class MqttBrokerConfig(BaseModel):
+    """One MQTT broker the collector subscribes to (QoS 1, persistent session, ack after durable)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, description="broker name: the points' device, and the name in health and logs")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(
+        default="",
+        description="stable id of the persistent session (default ihub-collector-<name>); never share it",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT version; 3.1.1 is the faster")
+    topics: list[str] = Field(default_factory=lambda: ["scada/+/+"], min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    clean_session: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("clean_session", "clean_start"),
+        description="start without the broker's stored session (clean_start in MQTT 5); false keeps "
+        "messages queued while the collector is down",
+    )
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, le=0xFFFFFFFF, description="MQTT 5: how long the broker keeps the session"
+    )
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False, description="usually ${MQTT_PASSWORD}")
+    tls: MqttTls | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    receive_maximum: int = Field(
+        default=1000,
+        ge=2,
+        le=65535,
+        description="unacknowledged messages the broker may send at once: MQTT 5 asks the broker for it; with "
+        "3.1.1 the broker decides (max_inflight_messages) and this should say what it is",
+    )
+    max_batch: int = Field(default=2000, ge=1, description="points per spool append (at most)")
+    max_batch_delay_ms: float = Field(default=5.0, ge=0, description="longest a message waits for its batch")
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    dead_letter_path: Path | None = Field(
+        default=None,
+        description="JSON lines of undecodable messages; default <IHUB_DATA_DIR>/spool/dead-letter/mqtt-<name>.jsonl",
+    )
+    units: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_UNITS), description="sensor_type -> unit")
+    status_codes: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_STATUS_CODES), description="status text -> value of the status point"
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> MqttBrokerConfig:
+        if not self.client_id:
+            self.client_id = f"ihub-collector-{self.name}"
+        if self.dead_letter_path is None:
+            data_dir = Path(os.environ.get("IHUB_DATA_DIR", ".data"))
+            self.dead_letter_path = data_dir / "spool" / "dead-letter" / f"mqtt-{self.name}.jsonl"
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        self.status_codes = {key.lower(): value for key, value in self.status_codes.items()}
+        return self
+
+
+# ---------------------------------------------------------------------------------------- decoding
+
+
+class _Undecodable(ValueError):
+    """The reason a payload (or one element of a batch) is not a point; it ends in the dead-letter file."""
+
+
+class MessageDecoder:
+    """Turns one MQTT message into points, or says why it cannot (no I/O, no state but caches)."""
+
+    def __init__(self, config: MqttBrokerConfig) -> None:
+        self.device = config.name
+        self.units = dict(config.units)
+        self.status_codes = dict(config.status_codes)
+        self._topics: dict[str, tuple[str, str]] = {}
+        # Gateways stamp every reading of a poll with the same time: parse each string once.
+        self._last_ts: str | None = None
+        self._last_ts_us = 0
+
+    def decode(self, topic: str, payload: bytes, received_us: int) -> tuple[list[Point], str | None]:
+        """The points a message carries and, if some or all of it is unusable, the reason (else None)."""
+        try:
+            unit_id, sensor = self._topic(topic)
+            if sensor == BATCH_SENSOR:
+                return self._batch(unit_id, payload, received_us)
+            if sensor == STATUS_SENSOR:
+                return [self._status(unit_id, payload, received_us)], None
+            return [self._single(unit_id, sensor, payload, received_us)], None
+        except _Undecodable as reason:
+            return [], str(reason)
+
+    def _topic(self, topic: str) -> tuple[str, str]:
+        shape = self._topics.get(topic)
+        if shape is None:
+            parts = topic.split("/")
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                raise _Undecodable(f"topic {topic!r} is not <prefix>/{{unit_id}}/{{sensor_type}}")
+            if len(self._topics) >= _TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            shape = self._topics[topic] = (parts[1], parts[2])
+        return shape
+
+    def _single(self, unit_id: str, sensor: str, payload: bytes, received_us: int) -> Point:
+        body = payload.strip()
+        if body[:1] == b"{":
+            return self._from_object(unit_id, sensor, _json(body), received_us)
+        if body[:1] == b"[":
+            raise _Undecodable(f"a JSON array is only accepted on {{prefix}}/{unit_id}/{BATCH_SENSOR}")
+        try:
+            value = float(body)
+        except ValueError:
+            raise _Undecodable(f"payload is neither a JSON object nor a number: {_preview(payload)}") from None
+        if not isfinite(value):
+            raise _Undecodable(f"value {value} is not a finite number")
+        return Point(
+            SOURCE, self.device, unit_id, sensor, value, self.units.get(sensor, ""), GOOD, received_us, received_us
+        )
+
+    def _batch(self, unit_id: str, payload: bytes, received_us: int) -> tuple[list[Point], str | None]:
+        items = _json(payload)
+        if type(items) is not list:
+            raise _Undecodable(f"a batch must be a JSON array of points, got {type(items).__name__}")
+        points: list[Point] = []
+        append = points.append
+        problems: list[str] = []
+        from_object = self._from_object
+        for index, item in enumerate(items):
+            try:
+                append(from_object(unit_id, None, item, received_us))
+            except _Undecodable as reason:
+                problems.append(f"element {index}: {reason}")
+        if not problems:
+            return points, None
+        # Good elements still count; the whole payload is kept with every reason, so nothing is lost.
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        return points, f"{len(problems)} of {len(items)} batch elements unusable: {shown}"
+
+    def _from_object(self, unit_id: str, sensor: str | None, obj: Any, received_us: int) -> Point:
+        """One JSON object as a point; ``sensor`` None takes it from the object (batch elements).
+
+        The hot path of the reader (every point of a batch passes here), hence exact type checks
+        and a single dictionary lookup per field.
+        """
+        if type(obj) is not dict:
+            raise _Undecodable(f"expected a JSON object, got {type(obj).__name__}")
+        if sensor is None:
+            sensor = obj.get("sensor_type")
+            if type(sensor) is not str or not sensor or "/" in sensor:
+                raise _Undecodable("sensor_type is missing or not a name")
+        value = obj.get("value", _MISSING)
+        kind = type(value)
+        if kind is float:
+            if not isfinite(value):
+                raise _Undecodable(f"value {value} is not a finite number")
+        elif kind is int:
+            value = float(value)
+        elif value is _MISSING:
+            raise _Undecodable("no 'value'")
+        elif value is not None:
+            raise _Undecodable(f"value {value!r} is not a number")
+        quality = obj.get("quality")
+        if quality is None:
+            quality = GOOD if value is not None else BAD
+        elif type(quality) is not str or (quality not in QUALITIES and (quality := quality.upper()) not in QUALITIES):
+            raise _Undecodable(f"quality {obj.get('quality')!r} is not one of {', '.join(sorted(QUALITIES))}")
+        elif value is None and quality == GOOD:
+            raise _Undecodable("value is null but quality is GOOD")
+        unit = obj.get("unit")
+        if unit is None:
+            unit = self.units.get(sensor, "")
+        elif type(unit) is not str:
+            raise _Undecodable(f"unit {unit!r} is not a string")
+        raw = obj.get("timestamp")
+        if raw is None:
+            source_us = received_us
+        elif raw == self._last_ts:
+            source_us = self._last_ts_us
+        else:
+            source_us = self._timestamp(raw, received_us)
+        return Point(SOURCE, self.device, unit_id, sensor, value, unit, quality, source_us, received_us)
+
+    def _status(self, unit_id: str, payload: bytes, received_us: int) -> Point:
+        body = payload.strip()
+        source_us = received_us
+        if body[:1] == b"{":
+            obj = _json(body)
+            status = obj.get("status") if isinstance(obj, dict) else None
+            if not isinstance(status, str):
+                raise _Undecodable("a status object needs a 'status' string")
+            source_us = self._timestamp(obj.get("timestamp"), received_us)
+        else:
+            try:
+                status = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Undecodable("status payload is not UTF-8 text") from None
+        code = self.status_codes.get(status.strip().lower())
+        if code is None:
+            raise _Undecodable(f"status {status!r} is not one of {', '.join(sorted(self.status_codes))}")
+        return Point(SOURCE, self.device, unit_id, STATUS_SENSOR, code, "", GOOD, source_us, received_us)
+
+    def _timestamp(self, raw: Any, received_us: int) -> int:
+        if raw is None:
+            return received_us
+        if raw == self._last_ts:
+            return self._last_ts_us
+        if not isinstance(raw, str):
+            raise _Undecodable(f"timestamp {raw!r} is not an ISO 8601 string")
+        try:
+            moment = datetime.fromisoformat(raw)
+            micros = to_micros(moment)
+        except ValueError as error:
+            raise _Undecodable(f"timestamp {raw!r}: {error}") from None
+        self._last_ts, self._last_ts_us = raw, micros
+        return micros
+
+
+# json.loads on bytes sniffs the encoding first; payloads are UTF-8 by the MQTT spec, so decode directly.
+_decode_json = json.JSONDecoder().decode
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return _decode_json(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _Undecodable(f"payload is not UTF-8: {_preview(body)}") from None
+    except ValueError as error:
+        raise _Undecodable(f"invalid JSON ({error}): {_preview(body)}") from None
+
+
+def _preview(payload: bytes, limit: int = 60) -> str:
+    text = payload[:limit].decode("utf-8", errors="replace")
+    return repr(text + ("…" if len(payload) > limit else ""))
+
+
+# ---------------------------------------------------------------------------------------- dead letters
+
+
+class DeadLetterFile:
+    """Appends undecodable messages as JSON lines and fsyncs them before they may be acknowledged.
+
+    One object per line, in the spool's dead-letter shape plus the MQTT details: ``at`` (receipt, UTC
+    ISO 8601), ``source``, ``broker``, ``topic``, ``qos``, ``reason``, ``payload`` (text when UTF-8,
+    else base64) and ``payload_encoding``. Several writers may append: each record is one ``write``
+    to a file opened with ``O_APPEND``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], broker: str) -> None:
+        self.path = Path(path)
+        self.broker = broker
+        self._lock = threading.Lock()
+
+    def record(self, topic: str, payload: bytes, reason: str, received_us: int, qos: int) -> dict[str, Any]:
+        """The line that will be written for one message (cheap; called where the message is decoded)."""
+        try:
+            text, encoding = payload.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+        return {
+            "at": datetime.fromtimestamp(received_us / 1_000_000, UTC).isoformat(timespec="microseconds"),
+            "source": SOURCE,
+            "broker": self.broker,
+            "topic": topic,
+            "qos": qos,
+            "reason": reason,
+            "payload": text,
+            "payload_encoding": encoding,
+        }
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append ``records`` and fsync; raises OSError if they are not safely on disk."""
+        data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record written so far (for tests and the status command)."""
+        try:
+            with self.path.open("rb") as handle:
+                return [json.loads(line) for line in handle if line.strip()]
+        except FileNotFoundError:
+            return []
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages of one connection waiting for one commit: their points, dead letters and acks."""
+
+    generation: int
+    started: float = 0.0
+    messages: int = 0
+    points: list[Point] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _Rates:
+    """Committed points and messages per second over the last ``_RATE_SPAN_S`` seconds."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque()
+        self.points = 0
+        self.messages = 0
+
+    def add(self, points: int, messages: int) -> None:
+        self.points += points
+        self.messages += messages
+        now = time.monotonic()
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= 1.0:
+            samples.append((now, self.points, self.messages))
+            while len(samples) > 1 and now - samples[0][0] > _RATE_SPAN_S:
+                samples.popleft()
+
+    def per_second(self) -> tuple[float, float]:
+        if not self._samples:
+            return 0.0, 0.0
+        t0, points0, messages0 = self._samples[0]
+        span = time.monotonic() - t0
+        if span < 1.0:
+            return 0.0, 0.0
+        return (self.points - points0) / span, (self.messages - messages0) / span
+
+
+class MqttReader:
+    """Subscribes to one broker and hands decoded points to ``emit``; see the module docstring."""
+
+    protocol = "mqtt"
+
+    def __init__(self, config: MqttBrokerConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self.decoder = MessageDecoder(config)
+        assert config.dead_letter_path is not None
+        self.dead_letters = DeadLetterFile(config.dead_letter_path, config.name)
+        self._flush_at = config.max_batch
+        # Commit by half windows, so acknowledgements go out before the broker's window closes.
+        self._flush_messages = max(1, config.receive_maximum // 2)
+        self._pause_at = _PENDING_BATCHES * config.max_batch
+        self._pending_points = 0
+        self._paused = False
+        self._delay_s = config.max_batch_delay_ms / 1000.0
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._client: paho.Client | None = None
+        self._fd: int | None = None
+        self._connack: asyncio.Future[str | None] | None = None
+        self._gone: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+
+        # A generation is one connection. Packet ids (mids) are only meaningful on the connection
+        # that delivered them, so a batch is acknowledged only if its generation is still current.
+        self._generation = 0
+        self._connected = False
+        self._discarding = False
+        self._batch = _Batch(generation=0)
+        self._ready: deque[_Batch] = deque()
+
+        self._received = 0
+        self._rates = _Rates()
+        self._dead_count = 0
+        self._errors = 0
+        self._emit_failures = 0
+        self._emit_failures_in_a_row = 0
+        self._reconnects = 0
+        self._connects = 0
+        self._redelivered = 0
+        self._last_error: str | None = None
+        self._last_error_at_us: int | None = None
+        self._subscriptions: dict[str, int | str] = {}
+
+    # ------------------------------------------------------------------------------ public
+
+    async def run(self, emit: Emit) -> None:
+        """Connect, subscribe and commit batches until cancelled; broker and emit failures are retried."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._client = self._new_client()
+        committer = asyncio.create_task(self._commit_forever(emit), name=f"mqtt-{self.name}-commit")
+        try:
+            await self._connect_forever(committer)
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            self._shutdown()
+
+    def health(self) -> dict[str, Any]:
+        """Connection, subscriptions, committed rates and counters for the status endpoint."""
+        points_per_s, messages_per_s = self._rates.per_second()
+        return {
+            "protocol": "mqtt",
+            "name": self.name,
+            "broker": f"{self.config.host}:{self.config.port}",
+            "client_id": self.config.client_id,
+            "mqtt_version": self.config.protocol,
+            "connected": self._connected,
+            "subscriptions": dict(self._subscriptions),
+            "points_per_s": round(points_per_s, 1),
+            "messages_per_s": round(messages_per_s, 1),
+            "messages_received": self._received,
+            "messages_committed": self._rates.messages,
+            "points_emitted": self._rates.points,
+            "pending_messages": self._batch.messages + sum(batch.messages for batch in self._ready),
+            "redelivered": self._redelivered,
+            "dead_letters": self._dead_count,
+            "dead_letter_path": str(self.dead_letters.path),
+            "errors": self._errors,
+            "emit_failures": self._emit_failures,
+            "connects": self._connects,
+            "reconnects": self._reconnects,
+            "last_error": self._last_error,
+            "last_error_at_us": self._last_error_at_us,
+        }
+
+    # ------------------------------------------------------------------------------ connection
+
+    def _new_client(self) -> paho.Client:
+        config = self.config
+        v5 = config.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else config.clean_session,
+            manual_ack=True,
+        )
+        # Never reached for PUBLISH packets, but keeps paho from re-raising into the event loop.
+        client.suppress_exceptions = True
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        if config.tls is not None:
+            tls = config.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(tls.insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = config.session_expiry_s
+            properties.ReceiveMaximum = config.receive_maximum
+            client.connect_async(
+                config.host,
+                config.port,
+                config.keepalive_s,
+                clean_start=config.clean_session,
+                properties=properties,
+            )
+        else:
+            client.connect_async(config.host, config.port, config.keepalive_s)
+        return client
+
+    async def _connect_forever(self, committer: asyncio.Task[None]) -> None:
+        config, client, loop = self.config, self._client, self._loop
+        assert client is not None and loop is not None
+        delay = config.reconnect_min_s
+        while True:
+            if committer.done():
+                committer.result()  # a bug in the commit loop must surface, not hang the reader
+            self._gone = asyncio.Event()
+            self._connack = loop.create_future()
+            try:
+                # Connecting (and a TLS handshake) blocks; the rest of the collector must not wait for it.
+                await asyncio.to_thread(client.reconnect)
+            except (OSError, ssl.SSLError, ValueError) as error:
+                self._error(f"cannot connect to {config.host}:{config.port}: {error}")
+            else:
+                keepalive = asyncio.create_task(self._keepalive(), name=f"mqtt-{self.name}-keepalive")
+                try:
+                    try:
+                        refused = await asyncio.wait_for(asyncio.shield(self._connack), timeout=config.keepalive_s)
+                    except TimeoutError:
+                        refused = f"no CONNACK within {config.keepalive_s} s"
+                        self._drop_socket()
+                    if refused is None:
+                        delay = config.reconnect_min_s
+                    else:
+                        self._error(f"broker {config.host}:{config.port} refused the connection: {refused}")
+                    # paho closes the socket itself after a refusal; wait for that or for the connection to end.
+                    await self._gone.wait()
+                finally:
+                    keepalive.cancel()
+            backoff = delay
+            if self._emit_failures_in_a_row:
+                # A failing spool gets the same exponential backoff as a failing broker.
+                backoff = max(delay, config.reconnect_min_s * 2 ** (self._emit_failures_in_a_row - 1))
+            backoff = min(backoff, config.reconnect_max_s)
+            log.info("mqtt %s: reconnecting to %s:%d in %.1f s", self.name, config.host, config.port, backoff)
+            await asyncio.sleep(backoff)
+            delay = min(delay * 2, config.reconnect_max_s)
+            self._reconnects += 1
+
+    async def _keepalive(self) -> None:
+        # paho's loop_misc sends PINGREQ and notices a broker that went silent (keepalive timeout).
+        client = self._client
+        assert client is not None
+        while True:
+            await asyncio.sleep(1.0)
+            client.loop_misc()
+
+    def _drop_socket(self) -> None:
+        client = self._client
+        if client is not None and client.socket() is not None:
+            client.disconnect()
+            client.loop_write()
+
+    def _shutdown(self) -> None:
+        """Disconnect on the way out; unacknowledged messages stay in the broker's session."""
+        self._generation += 1
+        self._connected = False
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            if client.socket() is not None:
+                client.disconnect()
+                client.loop_write()
+        self._remove_fd()
+        with contextlib.suppress(Exception):
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        self._client = None
+
+    # ------------------------------------------------------------------------------ paho callbacks
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._resolve_connack(str(reason))
+            return
+        self._generation += 1
+        self._connected = True
+        self._discarding = False
+        self._connects += 1
+        session = "resumed" if flags.session_present else "new"
+        log.info(
+            "mqtt %s: connected to %s:%d as %s (%s session)",
+            self.name,
+            self.config.host,
+            self.config.port,
+            self.config.client_id,
+            session,
+        )
+        # Subscribing again on a resumed session is harmless and picks up topics added to the config.
+        client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
+        self._subscriptions = {topic: "pending" for topic in self.config.topics}
+        self._resolve_connack(None)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        for topic, reason in zip(self.config.topics, reasons, strict=False):
+            if reason.is_failure:
+                self._subscriptions[topic] = str(reason)
+                self._error(f"subscription to {topic!r} refused: {reason}")
+            else:
+                self._subscriptions[topic] = reason.value
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was_connected = self._connected
+        self._generation += 1
+        self._connected = False
+        if self._batch.messages:
+            # What was read on the lost connection can still be stored (a copy comes again), never acked.
+            self._ready.append(self._batch)
+            self._batch = _Batch(generation=self._generation)
+            self._wake_committer()
+        if was_connected and not self._discarding:
+            self._error(f"lost the connection to {self.config.host}:{self.config.port}: {reason}")
+        self._resolve_connack(f"disconnected before CONNACK: {reason}")
+        if self._gone is not None:
+            self._gone.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._received += 1
+        if self._discarding:
+            return  # a commit failed on this connection: not acked, the broker sends it again
+        received_us = time.time_ns() // 1000
+        payload = message.payload
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = repr(message._topic)
+            points: list[Point] = []
+            reason: str | None = "topic is not UTF-8"
+        else:
+            try:
+                points, reason = self.decoder.decode(topic, payload, received_us)
+            except Exception as error:  # a decoder bug must not take the connection down
+                log.exception("mqtt %s: decoding a message on %s failed", self.name, topic)
+                points, reason = [], f"internal decoder error: {type(error).__name__}: {error}"
+        if message.dup:
+            self._redelivered += 1
+        batch = self._batch
+        if batch.generation != self._generation:
+            batch = self._batch = _Batch(generation=self._generation)
+        if not batch.messages:
+            batch.started = time.monotonic()
+            self._wake_committer()
+        batch.messages += 1
+        if points:
+            batch.points.extend(points)
+            self._pending_points += len(points)
+            if self._pending_points >= self._pause_at and not self._paused:
+                self._pause_reading()
+        if reason is not None:
+            batch.dead.append(self.dead_letters.record(topic, payload, reason, received_us, message.qos))
+        if message.qos:
+            batch.acks.append((message.mid, message.qos))
+        if len(batch.points) >= self._flush_at or batch.messages >= self._flush_messages:
+            self._wake_committer()
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._watch, sock.fileno())
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._remove_fd)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._watch_write)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._unwatch_write)
+
+    # ------------------------------------------------------------------------------ event loop glue
+
+    def _in_loop(self, function: Any, *args: Any) -> None:
+        # paho calls the socket callbacks from reconnect(), which runs in a worker thread.
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:
+            self._loop.call_soon_threadsafe(function, *args)
+
+    def _watch(self, fd: int) -> None:
+        assert self._loop is not None
+        self._remove_fd()
+        self._fd = fd
+        self._paused = False
+        self._loop.add_reader(fd, self._readable)
+        client = self._client
+        if client is not None and client.want_write():
+            self._loop.add_writer(fd, self._writable)
+
+    def _watch_write(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _unwatch_write(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+
+    def _remove_fd(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd = None
+
+    def _pause_reading(self) -> None:
+        self._paused = True
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._fd is not None and self._loop is not None:
+            self._loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        # loop_read() handles one packet per call; keep reading while packets keep coming.
+        for _ in range(_PACKETS_PER_WAKEUP):
+            before = self._received
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._received == before or self._paused:
+                break
+
+    def _writable(self) -> None:
+        client = self._client
+        if client is not None:
+            client.loop_write()
+
+    def _resolve_connack(self, refused: str | None) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(refused)
+
+    def _wake_committer(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------------------------ commits
+
+    async def _commit_forever(self, emit: Emit) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            if not self._ready and not self._batch.messages:
+                wake.clear()
+                await wake.wait()
+                continue
+            batch = self._batch
+            if not self._ready and len(batch.points) < self._flush_at and batch.messages < self._flush_messages:
+                remaining = batch.started + self._delay_s - time.monotonic()
+                if remaining > 0:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), remaining)
+                    continue
+            if self._ready:
+                batch = self._ready.popleft()
+            else:
+                self._batch = _Batch(generation=self._generation)
+            await self._commit(batch, emit)
+
+    async def _commit(self, batch: _Batch, emit: Emit) -> None:
+        try:
+            await self._store(batch, emit)
+        finally:
+            self._pending_points = sum(len(b.points) for b in self._ready) + len(self._batch.points)
+            if self._paused and self._pending_points < self._pause_at:
+                self._resume_reading()
+
+    async def _store(self, batch: _Batch, emit: Emit) -> None:
+        try:
+            if batch.dead:
+                await asyncio.to_thread(self.dead_letters.write, batch.dead)
+            if batch.points:
+                await emit(batch.points)
+        except Exception as error:
+            self._commit_failed(batch, error)
+            return
+        self._emit_failures_in_a_row = 0
+        if batch.dead:
+            self._dead_count += len(batch.dead)
+            log.warning(
+                "mqtt %s: %d message(s) to the dead-letter file %s, e.g. %s: %s",
+                self.name,
+                len(batch.dead),
+                self.dead_letters.path,
+                batch.dead[-1]["topic"],
+                batch.dead[-1]["reason"],
+            )
+        client = self._client
+        if batch.generation == self._generation and self._connected and client is not None:
+            ack = client.ack
+            for mid, qos in batch.acks:
+                ack(mid, qos)
+        self._rates.add(len(batch.points), batch.messages)
+
+    def _commit_failed(self, batch: _Batch, error: Exception) -> None:
+        """Acknowledge nothing more on this connection; reconnect so the broker redelivers it all."""
+        self._emit_failures += 1
+        self._emit_failures_in_a_row += 1
+        current = self._generation
+        if batch.generation != current:
+            # Read on a connection that is gone: never acknowledged, already sent again on the new one.
+            self._error(f"could not store {batch.messages} message(s) of a lost connection: {error}")
+            return
+        dropped = batch.messages + self._batch.messages
+        self._batch = _Batch(generation=current)
+        self._error(
+            f"could not store a batch ({type(error).__name__}: {error}); {dropped} message(s) left "
+            "unacknowledged for the broker to deliver again after reconnecting"
+        )
+        if self._connected:
+            # Later messages of this connection cannot be acknowledged before this batch (MQTT keeps
+            # acknowledgements in order), so drop them too and let the broker resend all of them.
+            self._discarding = True
+            self._drop_socket()
+
+    def _error(self, message: str) -> None:
+        self._errors += 1
+        self._last_error = message
+        self._last_error_at_us = now_micros()
+        log.warning("mqtt %s: %s", self.name, message)
+
+
+def build_reader(config: MqttBrokerConfig) -> MqttReader:
+    """The reader the collector service runs for one configured MQTT broker."""
+    return MqttReader(config)

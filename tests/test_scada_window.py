@@ -1,0 +1,255 @@
+"""The SCADA window path on the Dagster side: a sealed spool window → sensor → window run → lake, checks,
+aggregates and window-level alerts delivered to a real local webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from collector import spool as spool_format
+from collector.points import Point, to_micros
+from collector.spool import Spool
+from quality.scada import SCADA_AGGREGATES, SCADA_POINTS, SCADA_WINDOW_ALERTS, WINDOW_TAG
+from resources.notifier import Notifier, NotifierChannel
+from resources.scada_spool import ScadaSpool
+
+W_START = datetime(2026, 3, 2, 3, 5, tzinfo=UTC)
+W = "20260302T0305Z"
+STEP = timedelta(seconds=5)
+UNITS = {"temperature": "°C", "pressure": "bar", "flow": "L/min", "power": "kW"}
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _Receiver.received
+    server.shutdown()
+
+
+def _value(unit: str, sensor: str, i: int) -> float | None:
+    """Five units behaving normally, except: UNIT001 runs hot all window, UNIT002's pressure sensor is
+    stuck, UNIT003's flow drops out for a minute, UNIT004's power has one spike."""
+    if unit == "UNIT001" and sensor == "temperature":
+        return 39.0 + 0.01 * (i % 7)
+    if unit == "UNIT002" and sensor == "pressure":
+        return 3.25
+    if unit == "UNIT003" and sensor == "flow" and 20 <= i < 32:
+        return None
+    if unit == "UNIT004" and sensor == "power" and i == 30:
+        return 480.0
+    base = {"temperature": 24.0, "pressure": 3.0, "flow": 180.0, "power": 75.0}[sensor]
+    return round(base + 0.3 * ((i * 7 + len(unit)) % 11) / 10, 3)
+
+
+def window_points() -> list[Point]:
+    points = []
+    for i in range(60):
+        at = W_START + i * STEP
+        for n in range(1, 6):
+            unit = f"UNIT00{n}"
+            for sensor, eng in UNITS.items():
+                value = _value(unit, sensor, i)
+                if value is None:
+                    continue
+                points.append(
+                    Point("mqtt", "gw", unit, sensor, value, eng, "GOOD", to_micros(at), to_micros(at) + 20_000)
+                )
+    return points
+
+
+def fill_spool(root) -> list[Point]:
+    """Append the window's points through the real spool (twice for ten of them: redelivery), then seal."""
+    now = [W_START.timestamp() + 1]
+    points = window_points()
+    redelivered = points[100:110]
+    future = Point(
+        "mqtt",
+        "gw",
+        "UNIT005",
+        "temperature",
+        24.0,
+        "°C",
+        "GOOD",
+        to_micros(W_START + timedelta(hours=1)),
+        to_micros(W_START + timedelta(seconds=90)),
+    )
+
+    async def write():
+        async with Spool(root, window_s=300, clock=lambda: now[0]) as spool:
+            for start in range(0, len(points), 200):
+                await spool.append(points[start : start + 200])
+            await spool.append([*redelivered, future])
+            now[0] = W_START.timestamp() + 305
+            assert spool.seal_due() == [W]
+
+    asyncio.run(write())
+    return points
+
+
+@pytest.fixture
+def scada_defs(tmp_path, lake, analyst_catalog, webhook):
+    from orchestration.definitions import build_definitions
+
+    url, _ = webhook
+    root = tmp_path / "spool"
+    resources = {
+        "lake": lake,
+        "catalog": analyst_catalog,
+        "scada_spool": ScadaSpool(root=str(root)),
+        "notifier": Notifier(
+            channels=[NotifierChannel(kind="webhook", url=url)],
+            record_dir=str(tmp_path / "notifications"),
+            backoff_base_s=0.01,
+        ),
+    }
+    return build_definitions(resources), root
+
+
+def test_the_sensor_requests_each_sealed_window_once(scada_defs, instance):
+    defs, root = scada_defs
+    fill_spool(root)
+    sensor = defs.resolve_sensor_def("scada_window_sensor")
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=None,
+        resources={"scada_spool": ScadaSpool(root=str(root))},
+        repository_def=defs.get_repository_def(),
+    )
+    result = sensor.evaluate_tick(context)
+    assert [r.run_key for r in result.run_requests] == [f"scada-window-{W}"]
+    assert result.run_requests[0].tags[WINDOW_TAG] == W
+    assert result.cursor == W
+
+    # The window's run exists now (the daemon would have launched it): the next tick asks for nothing.
+    defs.resolve_job_def("scada_window_job").execute_in_process(instance=instance, tags={WINDOW_TAG: W})
+    again = dg.build_sensor_context(
+        instance=instance,
+        cursor=result.cursor,
+        resources={"scada_spool": ScadaSpool(root=str(root))},
+        repository_def=defs.get_repository_def(),
+    )
+    assert list(sensor.evaluate_tick(again).run_requests) == []
+
+
+def test_a_window_run_loads_checks_aggregates_and_alerts(scada_defs, instance, lake, webhook):
+    defs, root = scada_defs
+    _, delivered = webhook
+    sent = fill_spool(root)
+    result = defs.resolve_job_def("scada_window_job").execute_in_process(
+        instance=instance, tags={WINDOW_TAG: W}, raise_on_error=False
+    )
+
+    # Loaded once, redelivered copies removed, spool window archived.
+    raw = pl.read_parquet(lake.window_path(SCADA_POINTS, W_START))
+    assert raw.height == len(sent) + 1  # plus the point stamped in the future
+    assert spool_format.sealed_windows(root) == []
+    assert (root / "archive" / W).is_dir()
+    meta = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["points"]["duplicates_removed"].value == 10
+
+    # Checks see what was wrong, and nothing that wasn't.
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_duplicates"] is True
+    assert checks["flatline"] is False
+    assert checks["gaps"] is False
+    assert checks["future_timestamps"] is False
+    assert checks["spikes"] is False
+    assert checks["gross_range"] is True
+
+    # Aggregates per point for the window, by measurement time.
+    aggregates = lake.read(SCADA_AGGREGATES, W_START, W_START + timedelta(minutes=5))
+    hot = aggregates.filter((pl.col("unit_id") == "UNIT001") & (pl.col("sensor_type") == "temperature")).row(
+        0, named=True
+    )
+    assert hot["count"] == 60 and hot["availability_pct"] == 100.0
+    assert hot["min"] == 39.0 and hot["max"] == 39.06
+    dropout = aggregates.filter((pl.col("unit_id") == "UNIT003") & (pl.col("sensor_type") == "flow")).row(0, named=True)
+    assert dropout["count"] == 48 and dropout["availability_pct"] == 80.0
+    spiky = aggregates.filter((pl.col("unit_id") == "UNIT004") & (pl.col("sensor_type") == "power")).row(0, named=True)
+    assert spiky["max"] < 100  # the 480 kW spike is outside the physical range and left out
+
+    # Window-level alerts reached the webhook and the lake.
+    alerts = lake.read(SCADA_WINDOW_ALERTS)
+    assert sorted(alerts.select("kind", "unit_id", "sensor_type").iter_rows()) == [
+        ("breach_held", "UNIT001", "temperature"),
+        ("flatline", "UNIT002", "pressure"),
+        ("gap", "UNIT003", "flow"),
+    ]
+    assert sorted((d["unit_id"], d["sensor_type"], d["severity"]) for d in delivered) == [
+        ("UNIT001", "temperature", "critical"),
+        ("UNIT002", "pressure", "warning"),
+        ("UNIT003", "flow", "warning"),
+    ]
+
+
+def test_rerunning_a_window_replaces_it_exactly(scada_defs, instance, lake):
+    defs, root = scada_defs
+    fill_spool(root)
+    job = defs.resolve_job_def("scada_window_job")
+    job.execute_in_process(instance=instance, tags={WINDOW_TAG: W}, raise_on_error=False)
+    first = lake.window_path(SCADA_POINTS, W_START).read_bytes()
+    job.execute_in_process(instance=instance, tags={WINDOW_TAG: W}, raise_on_error=False)  # reads the archive
+    assert lake.window_path(SCADA_POINTS, W_START).read_bytes() == first
+
+
+def test_a_run_without_a_window_tag_says_how_to_launch_it(scada_defs, instance):
+    defs, _ = scada_defs
+    result = defs.resolve_job_def("scada_window_job").execute_in_process(instance=instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "scada/window" in failure.step_failure_data.error.message
+
+
+def test_historian_backfill_lands_every_tag_and_survives_an_outage(tmp_path, lake, instance):
+    from assets.partitions import hourly
+    from assets.scada import historian_points
+    from quality.scada import HISTORIAN_POINTS, historian_checks
+    from resources.historian import HistorianClient
+    from simulators.historian import serve_historian
+
+    with serve_historian() as server:
+        server.simulator.inject_outage(2)
+        client = HistorianClient(base_url=server.url, api_key=server.simulator.config.api_key, backoff_base_s=0.01)
+        result = dg.materialize(
+            [historian_points, historian_checks(hourly)],
+            resources={"historian": client, "lake": lake},
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": "2026-03-02-00:00",
+                "dagster/asset_partition_range_end": "2026-03-02-05:00",
+            },
+        )
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        truth = server.simulator.samples(start, start + timedelta(hours=6))
+    frame = lake.read(HISTORIAN_POINTS)
+    assert frame.height == len(truth) == 5 * 4 * 60 * 6
+    assert len(lake.files(HISTORIAN_POINTS)) == 6
+    sample = frame.filter((pl.col("unit_id") == "UNIT002") & (pl.col("sensor_type") == "flow")).sort("timestamp")
+    expected = [r["value"] for r in truth if r["unit_id"] == "UNIT002" and r["sensor_type"] == "flow"]
+    assert sample["value"].to_list() == expected
+    assert all(e.passed for e in result.get_asset_check_evaluations()), {
+        e.check_name: e.metadata for e in result.get_asset_check_evaluations() if not e.passed
+    }
