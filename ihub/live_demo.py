@@ -81,8 +81,9 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
                 time.sleep(min(15, max(0.0, deadline - time.monotonic())))
                 health = _health(httpx, health_port)
                 runs = _window_runs(dg)
+                elapsed = minutes * 60 - max(0, deadline - time.monotonic())
                 say(
-                    f"  {minutes * 60 - max(0, deadline - time.monotonic()):4.0f} s: {gateway.published:,} points published, "
+                    f"  {elapsed:4.0f} s: {gateway.published:,} points published, "
                     f"spool backlog {health.get('spool', {}).get('backlog_bytes', 0) / 1024:,.0f} KiB, "
                     f"windows processed {sum(1 for r in runs if r[1] == 'SUCCESS')}"
                 )
