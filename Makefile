@@ -31,6 +31,11 @@ ui: setup  ## Dagster UI on http://127.0.0.1:3000 with the same defaults as the 
 
 bench: setup  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.dmama_backfill
+	$(BIN)/python -m bench.mqtt_throughput
+	$(BIN)/python -m bench.modbus_decode
+	$(BIN)/python -m bench.opcua_notifications
+	$(BIN)/python -m bench.alert_latency
+	$(BIN)/python -m bench.window_latency
 
 lint: setup
 	$(BIN)/ruff check .

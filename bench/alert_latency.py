@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import print_table, write_results
+from bench.common import print_table, wait_for_port, write_results
 
 RULES = """
 rules:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = port_queue.get(timeout=30)
         ready.wait(30)
-        _wait_for_port(port)
+        wait_for_port(port, "the webhook receiver")
         with tempfile.TemporaryDirectory(prefix="alert-latency-") as workdir:
             run = asyncio.run(_run(args, f"http://127.0.0.1:{port}", Path(workdir)))
     finally:
@@ -244,17 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("alert_latency", figures)
     print(f"\nwritten: {path}")
     return 0
-
-
-def _wait_for_port(port: int, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the webhook receiver did not listen on 127.0.0.1:{port} within {seconds} s")
 
 
 if __name__ == "__main__":

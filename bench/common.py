@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,3 +36,22 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (benchmarks only ever serve on 127.0.0.1)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, what: str, seconds: float = 30.0) -> None:
+    """Wait until something listens on 127.0.0.1:port; name it in the error if it never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {seconds} s")

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,26 +22,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import median, print_table, write_results
+from bench.common import free_port, median, print_table, wait_for_port, write_results
 
 MONTH_START = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"DMAMA simulator did not listen on 127.0.0.1:{port} within {seconds}s")
 
 
 def child(days: int) -> dict[str, float]:
@@ -99,7 +81,7 @@ def main() -> None:
         child(args.days)
         return
 
-    port = _free_port()
+    port = free_port()
     simulator = subprocess.Popen(
         [
             sys.executable,
@@ -118,7 +100,7 @@ def main() -> None:
     )
     runs: list[dict[str, float]] = []
     try:
-        _wait_for_port(port)
+        wait_for_port(port, "the DMAMA simulator")
         from simulators.dmama import DmamaConfig
 
         credentials = DmamaConfig()
