@@ -515,6 +515,8 @@ class MqttReader:
         self._wake = asyncio.Event()
         self._client = self._new_client()
         committer = asyncio.create_task(self._commit_forever(emit), name=f"mqtt-{self.name}-commit")
+        # A bug that ends the commit loop must end run() (the service restarts it), not wait for a disconnect.
+        committer.add_done_callback(lambda _: self._gone.set() if self._gone is not None else None)
         try:
             await self._connect_forever(committer)
         finally:

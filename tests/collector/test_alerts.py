@@ -223,11 +223,11 @@ def test_alerts_reach_a_real_webhook_in_the_background(tmp_path):
         dispatcher = asyncio.create_task(engine.run())
         try:
             now = time.time()
-            started = time.perf_counter()
             raised = engine.evaluate(
                 [reading("temperature", 20.0, at_s=now), reading("temperature", 39.5, unit="°C", at_s=now)]
             )
-            assert time.perf_counter() - started < 0.01  # no network on the ingestion path
+            # evaluate() only queues: nothing has been sent yet (latency is measured by bench/alert_latency).
+            assert receiver.accepted() == []
             assert [a.rule for a in raised] == ["temperature_critical"]
             assert await engine.drain(5.0)
         finally:
@@ -237,7 +237,7 @@ def test_alerts_reach_a_real_webhook_in_the_background(tmp_path):
         assert request["json"]["severity"] == "critical"
         assert request["json"]["message"] == "Critical temperature alert: 39.5°C on UNIT001 (critical above 38°C)"
         assert request["json"]["value"] == 39.5
-        assert request["at"] - now < 1.0
+        assert request["at"] >= now
         health = engine.health()
         assert (health["raised"], health["sent"], health["send_failed"]) == (1, 1, 0)
         assert health["recent"][0]["rule"] == "temperature_critical"

@@ -532,7 +532,7 @@ def test_a_silent_device_times_out_and_the_poll_goes_on(sim: ModbusSimulator) ->
     assert points["motor_speed"].quality == GOOD
     assert points["parts_total"].quality == GOOD  # the request after the silent one
     assert reader.health()["errors"] == {"timeout": 1}
-    assert 0.4 <= elapsed < 5
+    assert elapsed >= 0.4  # it waited out the timeout and the retry before giving up
 
 
 def test_nan_from_the_device_is_a_bad_point(sim: ModbusSimulator) -> None:
