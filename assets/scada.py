@@ -226,9 +226,12 @@ def _aggregate(measured: pl.DataFrame, limits, window, window_s: int) -> pl.Data
         )
     )
     expected = pl.col("sensor_type").replace_strict(interval, default=None, return_dtype=pl.Float64)
+    share = pl.min_horizontal(pl.lit(100.0), 100.0 * pl.col("usable_count") / (window_s / expected))
+    # Report-by-exception sources send nothing while a value holds still: no expected count, no availability.
+    periodic = pl.col("source").is_in(timeseries.periodic_sources())
     return grouped.with_columns(
         window_start=pl.lit(window).cast(pl.Datetime("us", "UTC")),
-        availability_pct=pl.min_horizontal(pl.lit(100.0), 100.0 * pl.col("usable_count") / (window_s / expected)),
+        availability_pct=pl.when(periodic).then(share).otherwise(None),
     )
 
 

@@ -87,9 +87,17 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
                     f"spool backlog {health.get('spool', {}).get('backlog_bytes', 0) / 1024:,.0f} KiB, "
                     f"windows processed {sum(1 for r in runs if r[1] == 'SUCCESS')}"
                 )
-            # The last full window closes a minute later at most; give its run time to finish.
+            # The last window closes within a minute; wait until every sealed window has had its run.
             say("  waiting for the last window to be sealed and processed …")
-            time.sleep(WINDOW_S + 20)
+            last_window_end = (int(time.time()) // WINDOW_S + 1) * WINDOW_S
+            settle = time.monotonic() + WINDOW_S + 45
+            while time.monotonic() < settle:
+                time.sleep(3)
+                runs = _window_runs(dg)
+                finished = {w for w, status in runs if status in ("SUCCESS", "FAILURE", "CANCELED")}
+                sealed = _sealed_or_archived(spool)
+                if sealed and sealed <= finished and time.time() > last_window_end + 5:
+                    break
             health = _health(httpx, health_port) or health
             runs = _window_runs(dg)
     finally:
@@ -160,6 +168,10 @@ def _health(httpx, port: int) -> dict:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
     except (httpx.HTTPError, json.JSONDecodeError):
         return {}
+
+
+def _sealed_or_archived(spool: Path) -> set[str]:
+    return {p.name for sub in ("sealed", "archive") if (spool / sub).is_dir() for p in (spool / sub).iterdir()}
 
 
 def _window_runs(dg) -> list[tuple[str, str]]:

@@ -63,7 +63,12 @@ SCADA_AGGREGATES = LakeTable(
         Column(
             "usable_count", pl.Int64(), "Points that were GOOD or UNCERTAIN, physically plausible and not lone spikes."
         ),
-        Column("availability_pct", pl.Float64(), "Usable points as a share of the samples the sensor should send, %."),
+        Column(
+            "availability_pct",
+            pl.Float64(),
+            "Usable points as a share of the samples a periodic sensor should send, %; "
+            "empty for report-by-exception sources (OPC UA).",
+        ),
     ),
     key=("window_start", "source", "unit_id", "sensor_type", "device"),
     time_column="window_start",

@@ -38,6 +38,13 @@ class SensorLimits:
     alert_units: tuple[str, ...] = ()
 
 
+def periodic_sources(path: Path = RULES_FILE) -> list[str]:
+    """Sources that report on a fixed interval; report-by-exception sources (OPC UA subscriptions) are
+    silent while a value holds still, so silence there is not a gap and availability has no meaning."""
+    document = yaml.safe_load(path.read_text()) or {}
+    return list(document.get("periodic_sources") or ["mqtt", "modbus", "historian"])
+
+
 def load_limits(path: Path = RULES_FILE) -> dict[str, SensorLimits]:
     """Limits per sensor type from YAML; an error names the file, the sensor type and the field."""
     document = yaml.safe_load(path.read_text()) or {}
@@ -140,12 +147,7 @@ def gaps(points: pl.DataFrame, limits: dict[str, SensorLimits], start: datetime,
     if usable.height == 0:
         return pl.DataFrame(schema={**{c: pl.String for c in POINT}, "gap_start": pl.Datetime("us", "UTC")})
     edges = usable.group_by(POINT).agg(pl.col("sample_interval_s").first())
-    bounds = pl.concat(
-        [
-            edges.with_columns(source_ts=pl.lit(start).cast(pl.Datetime("us", "UTC"))),
-            edges.with_columns(source_ts=pl.lit(end).cast(pl.Datetime("us", "UTC"))),
-        ]
-    )
+    bounds = edges.with_columns(source_ts=pl.lit(end).cast(pl.Datetime("us", "UTC")))
     columns = [*POINT, "source_ts", "sample_interval_s"]
     timeline = pl.concat([usable.select(columns), bounds.select(columns)]).sort([*POINT, "source_ts"])
     with_gap = timeline.with_columns(
