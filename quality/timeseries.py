@@ -141,9 +141,24 @@ def flatlines(points: pl.DataFrame, limits: dict[str, SensorLimits]) -> pl.DataF
     )
 
 
-def gaps(points: pl.DataFrame, limits: dict[str, SensorLimits], start: datetime, end: datetime) -> pl.DataFrame:
-    """Silences longer than three sample intervals, including at the window's edges, per point."""
-    usable = points.join(_limits_frame(limits), on="sensor_type", how="inner").sort([*POINT, "source_ts"])
+def gaps(
+    points: pl.DataFrame,
+    limits: dict[str, SensorLimits],
+    start: datetime,
+    end: datetime,
+    sources: list[str] | None = None,
+) -> pl.DataFrame:
+    """Silences longer than three sample intervals per point of a periodic source, up to the window's end.
+
+    The window's start is not an edge: a point silent since before the window was already reported by
+    the previous window's run (and a collector that just started has no silence to report).
+    """
+    periodic = sources if sources is not None else periodic_sources()
+    usable = (
+        points.filter(pl.col("source").is_in(periodic))
+        .join(_limits_frame(limits), on="sensor_type", how="inner")
+        .sort([*POINT, "source_ts"])
+    )
     if usable.height == 0:
         return pl.DataFrame(schema={**{c: pl.String for c in POINT}, "gap_start": pl.Datetime("us", "UTC")})
     edges = usable.group_by(POINT).agg(pl.col("sample_interval_s").first())
