@@ -237,62 +237,47 @@ def _aggregate(measured: pl.DataFrame, limits, window, window_s: int) -> pl.Data
 
 def _window_alerts(measured: pl.DataFrame, limits, start, end) -> pl.DataFrame:
     span_s = (end - start).total_seconds()
-    frames = []
     flat = timeseries.flatlines(measured, limits).filter(pl.col("duration_s") >= 0.8 * span_s)
-    frames.append(
-        flat.select(
-            "source",
-            "device",
-            "unit_id",
-            "sensor_type",
-            kind=pl.lit("flatline"),
-            severity=pl.lit("warning"),
-            message=pl.format(
-                "{} {} stuck at {} for {} s: check the sensor",
-                "unit_id",
-                "sensor_type",
-                "value",
-                pl.col("duration_s").round(0),
-            ),
-        )
-    )
-    silent = timeseries.gaps(measured, limits, start, end)
-    frames.append(
-        silent.group_by("source", "device", "unit_id", "sensor_type")
+    silent = (
+        timeseries.gaps(measured, limits, start, end)
+        .group_by("source", "device", "unit_id", "sensor_type")
         .agg(gap_s=pl.col("gap_s").max())
-        .select(
-            "source",
-            "device",
-            "unit_id",
-            "sensor_type",
-            kind=pl.lit("gap"),
-            severity=pl.lit("warning"),
-            message=pl.format(
-                "{} {} silent for {} s: check the link or the device",
-                "unit_id",
-                "sensor_type",
-                pl.col("gap_s").round(0),
-            ),
-        )
     )
     held = timeseries.breaches_held(measured, limits, start, end)
-    frames.append(
-        held.select(
-            "source",
-            "device",
-            "unit_id",
-            "sensor_type",
-            kind=pl.lit("breach_held"),
-            severity=pl.lit("critical"),
-            message=pl.format(
-                "{} {} beyond its alarm limit for the whole window (mean {})",
-                "unit_id",
-                "sensor_type",
-                pl.col("mean").round(2),
-            ),
-        )
-    )
-    alerts = pl.concat([f for f in frames if f.height], how="vertical") if any(f.height for f in frames) else None
-    if alerts is None:
+    frames = [
+        _alert_rows(
+            flat,
+            "flatline",
+            "warning",
+            "{} {} stuck at {} for {} s: check the sensor",
+            pl.col("value"),
+            pl.col("duration_s").round(0),
+        ),
+        _alert_rows(
+            silent, "gap", "warning", "{} {} silent for {} s: check the link or the device", pl.col("gap_s").round(0)
+        ),
+        _alert_rows(
+            held,
+            "breach_held",
+            "critical",
+            "{} {} beyond its alarm limit for the whole window (mean {})",
+            pl.col("mean").round(2),
+        ),
+    ]
+    found = [frame for frame in frames if frame.height]
+    if not found:
         return SCADA_WINDOW_ALERTS.empty()
-    return alerts.with_columns(window_start=pl.lit(start).cast(pl.Datetime("us", "UTC")))
+    return pl.concat(found).with_columns(window_start=pl.lit(start).cast(pl.Datetime("us", "UTC")))
+
+
+def _alert_rows(found: pl.DataFrame, kind: str, severity: str, template: str, *details: pl.Expr) -> pl.DataFrame:
+    """One alert row per offending point, the message naming the unit, the sensor and the figures."""
+    return found.select(
+        "source",
+        "device",
+        "unit_id",
+        "sensor_type",
+        kind=pl.lit(kind),
+        severity=pl.lit(severity),
+        message=pl.format(template, "unit_id", "sensor_type", *details),
+    )
