@@ -89,10 +89,9 @@ def point_aggregates(context: dg.AssetExecutionContext, scada_spool: ScadaSpool,
     limits = timeseries.load_limits()
     written = 0
     for window in (start - step, start):
-        measured = points_between(lake, window, window + step)
-        aggregates = _aggregate(measured, limits, window, scada_spool.window_s)
-        written += lake.replace_window(SCADA_AGGREGATES, window, aggregates).rows
-    latest = _aggregate(points_between(lake, start, start + step), limits, start, scada_spool.window_s)
+        measured = points_between(lake, window, window + step, scada_spool.window_s)
+        latest = _aggregate(measured, limits, window, scada_spool.window_s)
+        written += lake.replace_window(SCADA_AGGREGATES, window, latest).rows
     availability = latest["availability_pct"].mean() if latest.height else 0.0
     return dg.MaterializeResult(
         metadata={
@@ -113,7 +112,7 @@ def window_alerts(
     name = window_of(context)
     start = spool.window_start(name)
     end = start + timedelta(seconds=scada_spool.window_s)
-    measured = points_between(lake, start, end)
+    measured = points_between(lake, start, end, scada_spool.window_s)
     limits = timeseries.load_limits()
     alerts = _window_alerts(measured, limits, start, end)
     for alert in alerts.iter_rows(named=True):

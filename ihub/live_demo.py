@@ -35,7 +35,6 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
 
     spool = data_dir / "spool"
     env = {**os.environ, "IHUB_SPOOL_DIR": str(spool), "IHUB_SPOOL_WINDOW_S": str(WINDOW_S)}
-    os.environ.update({"IHUB_SPOOL_DIR": str(spool), "IHUB_SPOOL_WINDOW_S": str(WINDOW_S)})
     bin_dir = Path(sys.executable).parent
     broker = start_local_broker()
     say(f"MQTT broker on {broker.host}:{broker.port} ({type(broker).__name__})")

@@ -11,7 +11,7 @@ definitions load.
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -72,7 +72,7 @@ def build_gx_checks(
     def _suite(context: dg.AssetCheckExecutionContext, lake: Lake) -> Iterator[dg.AssetCheckResult]:
         window = run_time_window(context, partitions_def)
         frame = lake.read(table, *window) if window else lake.read(table)
-        check_input = CheckInput(lake=lake, window=window, now=_now())
+        check_input = CheckInput(lake=lake, window=window, now=datetime.now(UTC))
         yield from validate(frame, rules, check_input, asset_key, table.name)
 
     return _suite
@@ -181,9 +181,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def _now() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)

@@ -241,21 +241,27 @@ class Lake(dg.ConfigurableResource):
             scan = scan.filter(pl.col(table.time_column) < end)
         return table.conform(scan.collect())
 
+    def read_windows(self, table: LakeTable, starts: Sequence[datetime]) -> pl.DataFrame:
+        """Rows of the processing-window files starting at ``starts`` (those that exist), in key order."""
+        files = [str(path) for path in (self.window_path(table, start) for start in starts) if path.exists()]
+        if not files:
+            return table.empty()
+        return table.conform(pl.read_parquet(files, missing_columns="insert"))
+
     def _files_between(self, table: LakeTable, start: datetime | None, end: datetime | None) -> list[str]:
-        """Prune by the ``date=`` folder before opening any file: a year of hours is 8,760 files."""
-        files = self.files(table)
+        """Only the ``date=`` folders in range are listed: a year of 5-minute windows is 105,120 files."""
         if start is None and end is None:
-            return files
+            return self.files(table)
+        root = self.table_dir(table)
+        if not root.is_dir():
+            return []
         first = (start or datetime.min.replace(tzinfo=UTC)).astimezone(UTC).date()
         last = (end or datetime.max.replace(tzinfo=UTC)).astimezone(UTC).date()
-        return [f for f in files if _file_date(f) is None or first <= _file_date(f) <= last]  # type: ignore[operator]
-
-
-def _file_date(path: str) -> date | None:
-    for part in Path(path).parts:
-        if part.startswith("date="):
-            return date.fromisoformat(part.removeprefix("date="))
-    return None
+        files = [str(path) for path in root.glob("*.parquet")]  # a snapshot has no date folder
+        for folder in root.glob("date=*"):
+            if first <= date.fromisoformat(folder.name.removeprefix("date=")) <= last:
+                files.extend(str(path) for path in folder.glob("*.parquet"))
+        return sorted(files)
 
 
 def _fsync_directory(directory: Path) -> None:

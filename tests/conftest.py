@@ -52,6 +52,24 @@ def instance():
         yield test_instance
 
 
+@pytest.fixture(scope="module")
+def server():
+    """One DMAMA simulator for a whole test module (starting one costs ~0.2 s); reset by ``sim``."""
+    from simulators.dmama import DmamaConfig, serve_dmama
+
+    with serve_dmama(DmamaConfig()) as running:
+        yield running
+
+
+@pytest.fixture
+def sim(server):
+    """The module's simulator with no armed faults and fresh request counts."""
+    server.simulator.clear_faults()
+    server.simulator.reset_stats()
+    yield server.simulator
+    server.simulator.clear_faults()
+
+
 @pytest.fixture
 def dmama_server():
     """A DMAMA simulator (5 DMAs, 10 meters each) on a free loopback port, stopped after the test."""

@@ -20,7 +20,6 @@ from resources.http import (
     ResilientClient,
     SourceError,
 )
-from simulators.dmama import DmamaConfig, serve_dmama
 
 SINCE = datetime(2026, 3, 4, tzinfo=UTC)
 UNTIL = SINCE + timedelta(hours=6)
@@ -40,20 +39,6 @@ class Sleeps(list):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with serve_dmama(DmamaConfig()) as running:
-        yield running
-
-
-@pytest.fixture
-def sim(server):
-    server.simulator.clear_faults()
-    server.simulator.reset_stats()
-    yield server.simulator
-    server.simulator.clear_faults()
 
 
 @pytest.fixture

@@ -37,19 +37,6 @@ def local_hours(rows: list[dict], first: int, last: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def server():
-    with serve_dmama(DmamaConfig()) as running:
-        yield running
-
-
-@pytest.fixture
-def sim(server):
-    server.simulator.clear_faults()
-    server.simulator.reset_stats()
-    return server.simulator
-
-
-@pytest.fixture(scope="module")
 def http(server):
     """A raw HTTP client that already holds a token: tests here speak the wire protocol directly."""
     with httpx.Client(base_url=server.url, timeout=10) as client:
