@@ -4,21 +4,28 @@ A source answers with JSON or XML whose values are whatever it chose to send. Th
 rows into a typed frame for one ``LakeTable`` and sets aside, with the reason and the raw payload, each
 row that is missing a required field, carries a value of the wrong type, falls outside the requested
 window or repeats a key. Nothing is dropped silently: ``received == written + rejected`` always holds.
+
+Every value is parsed by the type registry in ``resources/tables.py`` (decimals exactly, binary from hex
+or base64, lists of any registered type, integers and timestamps range-checked), so a value the lake
+cannot represent becomes a reject naming the field, the value and the range rather than a crash, and a
+column declared ``identifier=True`` rejects ids that could not safely go into a URL or a file name.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from resources.lake import Column, LakeTable
+from resources.tables import TIMESTAMP_MAX, TIMESTAMP_MIN, Bad, Column, LakeTable, lake_type, timestamp_range_reason
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 REJECT_COLUMNS = (
     Column("source", pl.String(), "External system the row came from, e.g. dmama.", nullable=False),
@@ -31,8 +38,9 @@ REJECT_COLUMNS = (
     Column(
         "partition_start",
         pl.Datetime("us", "UTC"),
-        "Hour (UTC) the rejected row belongs to (its own, or the start of the window asked for); "
-        "empty for whole-table loads.",
+        "Start (UTC) of the partition the rejected row is filed under: the partition holding its own "
+        "time when readable and inside the load, else the start of what was asked for; empty for "
+        "whole-table loads.",
     ),
 )
 
@@ -50,15 +58,6 @@ def rejects_table(table: LakeTable) -> LakeTable:
 
 
 _OFFSET = re.compile(r"(Z|z|[+-]\d{2}:?\d{2})$")
-
-
-class _Bad:
-    """A value that failed to parse, carrying why."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -92,12 +91,18 @@ def conform(
     source: str,
     partition_key: str,
     window: tuple[datetime, datetime] | None = None,
+    partitions: Sequence[dg.TimeWindow] | None = None,
 ) -> Conformed:
     """Type ``rows`` into ``table``; return the typed frame and the rejects.
 
     ``window`` (half-open, UTC) rejects rows whose time column falls outside what was asked for, which
-    catches a source answering for the wrong range or with a skewed clock.
+    catches a source answering for the wrong range or with a skewed clock. ``partitions`` are the time
+    windows being loaded (any length); each reject is filed under the one holding its own time, so it is
+    replaced when that partition is re-run. Without them a reject is filed under its hour, as the first
+    hourly lake did.
     """
+    if window is None and partitions:
+        window = (min(p.start for p in partitions), max(p.end for p in partitions))
     received = len(rows)
     bad: dict[int, tuple[str, str]] = {}
     columns: dict[str, pl.Series] = {}
@@ -148,7 +153,7 @@ def conform(
             "field": [bad[i][0] for i in sorted(bad)],
             "reason": [bad[i][1] for i in sorted(bad)],
             "raw_payload": [_as_json(rows[i]) for i in sorted(bad)],
-            "partition_start": [_filed_under(rows[i], table, window) for i in sorted(bad)],
+            "partition_start": [_filed_under(rows[i], table, window, partitions) for i in sorted(bad)],
         },
         schema=rejects_table(table).schema,
     )
@@ -159,12 +164,7 @@ def _parse_column(column: Column, raw: list[Any]) -> tuple[pl.Series, list[tuple
     dtype = column.dtype
     if isinstance(dtype, pl.Datetime):
         return _parse_timestamps(column, raw)
-    parse = _PARSERS.get(type(dtype))
-    if parse is None:
-        if isinstance(dtype, pl.List):
-            parse = _parse_string_list
-        else:
-            raise TypeError(f"no parser for column {column.name} of type {dtype}")
+    parse = lake_type(dtype).parse
     values: list[Any] = []
     failures: list[tuple[int, str]] = []
     for index, value in enumerate(raw):
@@ -173,8 +173,8 @@ def _parse_column(column: Column, raw: list[Any]) -> tuple[pl.Series, list[tuple
                 failures.append((index, "required field is missing or null"))
             values.append(None)
             continue
-        parsed = parse(value)
-        if isinstance(parsed, _Bad):
+        parsed = parse(value, column)
+        if isinstance(parsed, Bad):
             failures.append((index, parsed.reason))
             values.append(None)
         else:
@@ -187,24 +187,34 @@ def _parse_timestamps(column: Column, raw: list[Any]) -> tuple[pl.Series, list[t
     text = pl.Series(column.name, [v if isinstance(v, str) else None for v in raw], dtype=pl.String)
     parsed = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
     has_offset = text.str.contains(_OFFSET.pattern)
+    # Polars reads years past 9999; Python, which every later step hands values to, cannot.
+    out_of_range = (parsed < TIMESTAMP_MIN) | (parsed > TIMESTAMP_MAX)
     failures = []
-    for index in (parsed.is_null() | ~has_offset.fill_null(True)).arg_true():
+    for index in (parsed.is_null() | ~has_offset.fill_null(True) | out_of_range.fill_null(False)).arg_true():
         value = raw[index]
         if value is None:
             if not column.nullable:
                 failures.append((index, "required field is missing or null"))
         elif not isinstance(value, str):
-            failures.append((index, f"expected an ISO 8601 timestamp, got {type(value).__name__} {value!r}"))
+            failures.append((index, f"expected an ISO 8601 timestamp, got {type(value).__name__} {_clip(repr(value))}"))
+        elif parsed[index] is None and _OFFSET.search(value) and _beyond_year_9999(value):
+            failures.append((index, timestamp_range_reason(value)))
         elif not _OFFSET.search(value) and parsed[index] is None and _looks_like_timestamp(value):
             failures.append((index, f"timestamp {_clip(value)!r} has no UTC offset; expected e.g. ...Z"))
         elif parsed[index] is None:
             failures.append((index, f"expected an ISO 8601 timestamp, got {_clip(value)!r}"))
+        elif out_of_range[index]:
+            failures.append((index, timestamp_range_reason(value)))
         else:
             failures.append((index, f"timestamp {_clip(value)!r} has no UTC offset; expected e.g. ...Z"))
     if failures:
         failed = [i for i, _ in failures]
         parsed = parsed.scatter(failed, None)
     return parsed.cast(dtype).alias(column.name), failures
+
+
+def _beyond_year_9999(value: str) -> bool:
+    return re.match(r"^[+-]?\d{5,}-\d{2}-\d{2}", value.strip()) is not None or value.strip().startswith("-")
 
 
 def _looks_like_timestamp(value: str) -> bool:
@@ -215,89 +225,38 @@ def _looks_like_timestamp(value: str) -> bool:
     return True
 
 
-def _parse_float(value: Any) -> float | _Bad:
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else _Bad(f"expected a finite number, got {value!r}")
-    if kind is int:
-        return float(value)
-    if kind is str:
-        try:
-            number = float(value)
-        except ValueError:
-            return _Bad(f"expected a number, got {_clip(value)!r}")
-        return number if math.isfinite(number) else _Bad(f"expected a finite number, got {_clip(value)!r}")
-    return _Bad(f"expected a number, got {kind.__name__} {_clip(repr(value))}")
-
-
-def _parse_int(value: Any) -> int | _Bad:
-    kind = type(value)
-    if kind is int:
-        return value
-    if kind is float and value.is_integer():
-        return int(value)
-    if kind is str and re.fullmatch(r"[+-]?\d+", value.strip()):
-        return int(value)
-    return _Bad(f"expected a whole number, got {_clip(repr(value))}")
-
-
-def _parse_string(value: Any) -> str | _Bad:
-    if type(value) is str:
-        return value
-    return _Bad(f"expected text, got {type(value).__name__} {_clip(repr(value))}")
-
-
-def _parse_bool(value: Any) -> bool | _Bad:
-    if type(value) is bool:
-        return value
-    if isinstance(value, str) and value.lower() in {"true", "false"}:
-        return value.lower() == "true"
-    return _Bad(f"expected true or false, got {_clip(repr(value))}")
-
-
-def _parse_date(value: Any) -> date | _Bad:
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    return _Bad(f"expected a date YYYY-MM-DD, got {_clip(repr(value))}")
-
-
-def _parse_string_list(value: Any) -> list[str] | _Bad:
-    if isinstance(value, list) and all(type(v) is str for v in value):
-        return value
-    return _Bad(f"expected a list of text, got {_clip(repr(value))}")
-
-
-_PARSERS: dict[type, Callable[[Any], Any]] = {
-    pl.Float64: _parse_float,
-    pl.Float32: _parse_float,
-    pl.Int64: _parse_int,
-    pl.Int32: _parse_int,
-    pl.String: _parse_string,
-    pl.Boolean: _parse_bool,
-    pl.Date: _parse_date,
-}
-
-
-def _filed_under(row: Any, table: LakeTable, window: tuple[datetime, datetime] | None) -> datetime | None:
-    """The hour a reject belongs to: its own timestamp's hour when readable and in the window, else
-    the window's start, so re-running that partition replaces it."""
-    if window is None or table.time_column is None:
+def _filed_under(
+    row: Any,
+    table: LakeTable,
+    window: tuple[datetime, datetime] | None,
+    partitions: Sequence[dg.TimeWindow] | None,
+) -> datetime | None:
+    """The partition a reject belongs to: the one holding its own timestamp when readable and inside the
+    load, else the start of what was asked for, so re-running that partition replaces it."""
+    if table.time_column is None or (window is None and not partitions):
         return None
-    start, end = window
+    spans = sorted((p.start.astimezone(UTC), p.end.astimezone(UTC)) for p in partitions or ())
+    start, end = window if window is not None else (spans[0][0], spans[-1][1])
+    stamp = _own_time(row, table)
+    if stamp is not None and not spans:
+        hour = stamp.replace(minute=0, second=0, microsecond=0)
+        return hour if start <= hour < end else start
+    if stamp is not None and start <= stamp < end:
+        for span_start, span_end in spans:
+            if span_start <= stamp < span_end:
+                return span_start
+    return spans[0][0] if spans else start
+
+
+def _own_time(row: Any, table: LakeTable) -> datetime | None:
     raw = row.get(table.time_column) if isinstance(row, dict) else None
-    if isinstance(raw, str):
-        try:
-            stamp = datetime.fromisoformat(raw.replace("z", "Z"))
-        except ValueError:
-            stamp = None
-        if stamp is not None and stamp.tzinfo is not None:
-            hour = stamp.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            if start <= hour < end:
-                return hour
-    return start
+    if not isinstance(raw, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(raw.replace("z", "Z"))
+        return stamp.astimezone(UTC) if stamp.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def _clip(text: str, limit: int = 60) -> str:

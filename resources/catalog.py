@@ -2,32 +2,35 @@
 
 Analysts open the file read-only (``duckdb.connect(path, read_only=True)``) while pipelines run.
 Publishing builds a complete new file beside the old one and renames it into place: an analyst's open
-connection keeps reading the file it opened, and the next connection sees the new one. Views read
-Parquet by absolute path, so the file answers the same from any working directory.
+connection keeps reading the file it opened, and the next connection sees the new one. Building files
+carry their writer (host and pid), and a publish first removes those of publishers that died.
+
+Views read the lake wherever it is. On a local disk they name absolute paths, so the file answers the
+same from any working directory. On object storage they name ``s3://`` URLs; DuckDB reads those
+either through its httpfs extension (which must be installed on the analyst's machine; this hub's
+machines cannot download it) or through the lake's own fsspec filesystem mounted on the connection,
+which is what ``open_catalog(path, lake)`` does, and what ``publish`` does while it builds the file.
+An analyst without this package opens an S3 catalog with httpfs and a secret for the bucket:
+
+    INSTALL httpfs; LOAD httpfs;
+    CREATE SECRET lake (TYPE s3, KEY_ID '…', SECRET '…', ENDPOINT 'host:port', URL_STYLE 'path', USE_SSL false);
+
+Column types come from the one type registry (``resources/tables.py``): decimals stay DECIMAL(p, s),
+geometry stays WKB in a BLOB (``ST_GeomFromWKB`` with DuckDB spatial), lists become ``type[]``.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from resources.lake import Lake, LakeTable
-
-_DUCKDB_TYPES: dict[type, str] = {
-    pl.String: "VARCHAR",
-    pl.Float64: "DOUBLE",
-    pl.Float32: "FLOAT",
-    pl.Int64: "BIGINT",
-    pl.Int32: "INTEGER",
-    pl.Boolean: "BOOLEAN",
-    pl.Date: "DATE",
-}
+from resources.storage import fsync_directory, sweep_debris, temporary_name
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,12 @@ class AnalystCatalog(dg.ConfigurableResource):
 
         target = Path(self.path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
-        building = target.with_name(f".{target.name}.{uuid.uuid4().hex}.building")
+        sweep_debris(target.parent)
+        building = target.with_name(temporary_name(target.name, "building"))
         empty: list[str] = []
         try:
             with duckdb.connect(str(building)) as con:
+                _mount(con, lake)
                 for table in tables:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
                     files = lake.files(table)
@@ -78,9 +83,7 @@ class AnalystCatalog(dg.ConfigurableResource):
                         empty.append(f"{table.layer}.{table.name}")
                         source = (
                             "SELECT "
-                            + ", ".join(
-                                f"CAST(NULL AS {_duckdb_type(c.dtype)}) AS {_quote(c.name)}" for c in table.columns
-                            )
+                            + ", ".join(f"CAST(NULL AS {c.duckdb_type}) AS {_quote(c.name)}" for c in table.columns)
                             + " WHERE false"
                         )
                     con.execute(f"CREATE VIEW {table.layer}.{_quote(table.name)} AS {source}")
@@ -89,7 +92,7 @@ class AnalystCatalog(dg.ConfigurableResource):
                         table.layer,
                         table.name,
                         table.description,
-                        {c.name: c.description for c in table.columns},
+                        {c.name: _column_comment(c) for c in table.columns},
                     )
                 for view in views:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {view.schema}")
@@ -99,6 +102,7 @@ class AnalystCatalog(dg.ConfigurableResource):
             with open(building, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(building, target)
+            fsync_directory(target.parent)
         except BaseException:
             building.unlink(missing_ok=True)
             Path(f"{building}.wal").unlink(missing_ok=True)
@@ -117,15 +121,28 @@ def _comment(con, schema: str, name: str, description: str, columns: dict[str, s
         con.execute(f"COMMENT ON COLUMN {schema}.{_quote(name)}.{_quote(column)} IS {_literal(text)}")
 
 
-def _duckdb_type(dtype: pl.DataType) -> str:
-    if isinstance(dtype, pl.Datetime):
-        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
-    if isinstance(dtype, pl.List):
-        return f"{_duckdb_type(dtype.inner)}[]"
-    try:
-        return _DUCKDB_TYPES[type(dtype)]
-    except KeyError:
-        raise TypeError(f"no DuckDB type for {dtype}") from None
+def _column_comment(column) -> str:
+    if column.geometry:
+        crs = f" in {column.crs}" if column.crs else ""
+        return f"{column.description} (geometry as WKB{crs}; ST_GeomFromWKB with DuckDB spatial)"
+    return column.description
+
+
+def _mount(con: Any, lake: Lake) -> None:
+    """Let DuckDB read a lake on object storage through the lake's own filesystem (no httpfs needed)."""
+    filesystem = lake.storage.filesystem()
+    if filesystem is not None:
+        con.register_filesystem(filesystem)
+
+
+def open_catalog(path: str, lake: Lake | None = None) -> Any:
+    """Open the published catalog read-only, able to read the lake wherever it is."""
+    import duckdb
+
+    con = duckdb.connect(str(Path(path).resolve()), read_only=True)
+    if lake is not None:
+        _mount(con, lake)
+    return con
 
 
 def _quote(identifier: str) -> str:

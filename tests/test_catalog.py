@@ -1,14 +1,20 @@
 import os
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import duckdb
 import polars as pl
 
 from assets.catalog import LAKE_TABLES, derived_views
 from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS
-from resources.lake import partition_starts
+from resources.lake import time_windows
 
 T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)  # 00:00 local on 2 March: the night window is 19:00–21:00 UTC
+HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
+
+
+def hours(start: datetime, count: int) -> list[dg.TimeWindow]:
+    return time_windows(HOURLY, start, start + timedelta(hours=count))
 
 
 def night_readings(flow: float) -> pl.DataFrame:
@@ -28,9 +34,7 @@ def publish(lake, analyst_catalog):
 
 
 def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, analyst_catalog):
-    lake.replace_partitions(
-        FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour"
-    )
+    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), hours(T0, 4))
     published = publish(lake, analyst_catalog)
     assert f"{METER_READINGS.layer}.{METER_READINGS.name}" in published.empty_tables
     with duckdb.connect(published.path, read_only=True) as con:
@@ -51,9 +55,7 @@ def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, 
 
 
 def test_night_flow_reads_02_to_04_local_time(lake, analyst_catalog):
-    lake.replace_partitions(
-        FLOW_READINGS, night_readings(50.0), partition_starts(T0, T0 + timedelta(hours=4), "hour"), "hour"
-    )
+    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), hours(T0, 4))
     lake.replace_snapshot(
         DMAS,
         pl.DataFrame({"dma_id": ["DMA-0001"], "connections": [1000]}).with_columns(
@@ -71,10 +73,10 @@ def test_night_flow_reads_02_to_04_local_time(lake, analyst_catalog):
 
 def test_views_work_from_any_directory_and_across_added_columns(lake, analyst_catalog, tmp_path):
     old = night_readings(10.0).drop("pressure_bar").head(4)  # written before pressure was collected
-    path = lake.partition_path(FLOW_READINGS, T0, "hour")
+    path = lake.partition_path(FLOW_READINGS, hours(T0, 1)[0])
     path.parent.mkdir(parents=True)
     old.write_parquet(path)
-    lake.replace_partitions(FLOW_READINGS, night_readings(50.0).slice(4, 4), [T0 + timedelta(hours=1)], "hour")
+    lake.replace_partitions(FLOW_READINGS, night_readings(50.0).slice(4, 4), hours(T0 + timedelta(hours=1), 1))
     published = publish(lake, analyst_catalog)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -89,12 +91,12 @@ def test_views_work_from_any_directory_and_across_added_columns(lake, analyst_ca
 
 
 def test_an_open_reader_keeps_answering_while_the_catalog_is_republished(lake, analyst_catalog):
-    starts = partition_starts(T0, T0 + timedelta(hours=4), "hour")
-    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), starts, "hour")
+    starts = hours(T0, 4)
+    lake.replace_partitions(FLOW_READINGS, night_readings(50.0), starts)
     first = publish(lake, analyst_catalog)
     reader = duckdb.connect(first.path, read_only=True)
     try:
-        lake.replace_partitions(FLOW_READINGS, night_readings(50.0).head(4), starts, "hour")
+        lake.replace_partitions(FLOW_READINGS, night_readings(50.0).head(4), starts)
         publish(lake, analyst_catalog)
         # The open connection still reads its own (old) catalog file; the lake beneath it changed.
         assert reader.execute("SELECT count(*) FROM raw.dmama_flow_readings").fetchone() == (4,)
