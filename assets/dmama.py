@@ -18,7 +18,7 @@ from quality.conform import Conformed, conform, rejects_table
 from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from resources.dmama import DmamaClient
 from resources.http import SourceError
-from resources.lake import Grain, Lake, LakeTable, Written, partition_starts
+from resources.lake import Lake, LakeTable, Written, time_windows
 
 SOURCE = "dmama"
 
@@ -120,7 +120,7 @@ def flow_readings(
     def fetch(start: datetime, end: datetime) -> list[dict]:
         return [row for _, rows in dmama.flow_readings_many(dma_ids, start, end) for row in rows]
 
-    return _load_range(context, config, lake, FLOW_READINGS, "hour", fetch, entity="dma_id")
+    return _load_range(context, config, lake, FLOW_READINGS, hourly, fetch, entity="dma_id")
 
 
 @dg.asset(
@@ -148,7 +148,7 @@ def meter_readings(
     def fetch(start: datetime, end: datetime) -> list[dict]:
         return [row for _, rows in dmama.meter_readings_many(meter_ids, start, end) for row in rows]
 
-    return _load_range(context, config, lake, METER_READINGS, "day", fetch, entity="meter_id")
+    return _load_range(context, config, lake, METER_READINGS, daily, fetch, entity="meter_id")
 
 
 def _load_range(
@@ -156,7 +156,7 @@ def _load_range(
     config: ReadingsConfig,
     lake: Lake,
     table: LakeTable,
-    grain: Grain,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
     fetch,
     *,
     entity: str,
@@ -170,13 +170,13 @@ def _load_range(
     last: datetime | None = None
     reasons: dict[str, int] = {}
     preview = table.empty()
-    for start, end in _chunks(window.start, window.end, config.chunk_hours, grain):
+    for chunk in _chunks(time_windows(partitions_def, window.start, window.end), config.chunk_hours):
+        start, end = chunk[0].start, chunk[-1].end
         what = f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z"
         rows = _fetch(context, what, partial(fetch, start, end))
-        loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end))
-        starts = partition_starts(start, end, grain)
-        out: Written = lake.replace_partitions(table, loaded.frame, starts, grain)
-        lake.replace_partitions(rejects_table(table), loaded.rejects, starts, grain)
+        loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end), partitions=chunk)
+        out: Written = lake.replace_partitions(table, loaded.frame, chunk)
+        lake.replace_partitions(rejects_table(table), loaded.rejects, chunk)
         received += loaded.received
         written += out.rows
         rejected += loaded.rejected
@@ -210,13 +210,16 @@ def _load_range(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _chunks(start: datetime, end: datetime, hours: int, grain: Grain) -> Iterator[tuple[datetime, datetime]]:
-    # A chunk never splits a partition: daily partitions are fetched whole whatever chunk_hours says.
-    step = timedelta(hours=hours) if grain == "hour" else timedelta(days=max(1, hours // 24))
-    cursor = start
-    while cursor < end:
-        yield cursor, min(cursor + step, end)
-        cursor += step
+def _chunks(windows: list[dg.TimeWindow], hours: int) -> Iterator[list[dg.TimeWindow]]:
+    # A chunk never splits a partition: a day (or month) is fetched whole whatever chunk_hours says.
+    chunk: list[dg.TimeWindow] = []
+    for window in windows:
+        if chunk and window.end - chunk[0].start > timedelta(hours=hours):
+            yield chunk
+            chunk = []
+        chunk.append(window)
+    if chunk:
+        yield chunk
 
 
 def _fetch(context: dg.AssetExecutionContext, what: str, call):

@@ -83,7 +83,7 @@ def test_one_hour_matches_the_source_and_passes_every_check(catalogue, hub_resou
 
 def test_rerunning_a_partition_rewrites_identical_bytes(catalogue, hub_resources, instance, lake):
     materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
-    path = lake.partition_path(FLOW_READINGS, HOUR_START, "hour")
+    path = lake.partition_path(FLOW_READINGS, hourly.time_window_for_partition_key(HOUR))
     before = path.read_bytes()
     materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
     assert path.read_bytes() == before
@@ -116,7 +116,7 @@ def test_meter_readings_for_a_day(catalogue, hub_resources, instance, lake, dmam
     mine = frame.filter(frame["meter_id"] == "M-0003-0004")["register_m3"].to_list()
     assert mine == [r["register_m3"] for r in truth]
     assert all(checks_of(result).values())
-    assert lake.partition_path(METER_READINGS, start, "day").exists()
+    assert lake.partition_path(METER_READINGS, daily.time_window_for_partition_key("2026-03-02")).exists()
 
 
 def test_meter_readings_without_a_meter_list_fail_saying_what_to_do(hub_resources, instance):
@@ -195,14 +195,14 @@ def test_duplicated_and_shuffled_rows_land_exactly_once_in_order(
     catalogue, hub_resources, instance, lake, dmama_server
 ):
     materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
-    clean = lake.partition_path(FLOW_READINGS, HOUR_START, "hour").read_bytes()
+    clean = lake.partition_path(FLOW_READINGS, hourly.time_window_for_partition_key(HOUR)).read_bytes()
     dmama_server.simulator.inject("duplicates", path="/api/dma/*/readings", count=5)
     dmama_server.simulator.inject("out_of_order", path="/api/dma/*/readings", count=5)
     result = materialize([dmama.flow_readings], hub_resources, instance, partition_key=HOUR)
     meta = metadata_of(result, "flow_readings")
     assert meta["rows_written"] == 20
     assert meta["rows_received"] == 20 + meta["rows_rejected"]
-    assert lake.partition_path(FLOW_READINGS, HOUR_START, "hour").read_bytes() == clean
+    assert lake.partition_path(FLOW_READINGS, hourly.time_window_for_partition_key(HOUR)).read_bytes() == clean
     assert checks_of(result)["flow_readings:unique_dma_id_timestamp"]
 
 
