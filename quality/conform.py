@@ -188,20 +188,22 @@ def _parse_timestamps(column: Column, raw: list[Any]) -> tuple[pl.Series, list[t
     parsed = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
     has_offset = text.str.contains(_OFFSET.pattern)
     # Polars reads years past 9999; Python, which every later step hands values to, cannot.
-    out_of_range = (parsed < TIMESTAMP_MIN) | (parsed > TIMESTAMP_MAX)
+    out_of_range = ((parsed < TIMESTAMP_MIN) | (parsed > TIMESTAMP_MAX)).fill_null(False)
+    # Looked at as booleans only: turning such a value into a Python datetime is the crash avoided here.
+    unparsed = parsed.is_null().to_list()
     failures = []
-    for index in (parsed.is_null() | ~has_offset.fill_null(True) | out_of_range.fill_null(False)).arg_true():
+    for index in (parsed.is_null() | ~has_offset.fill_null(True) | out_of_range).arg_true():
         value = raw[index]
         if value is None:
             if not column.nullable:
                 failures.append((index, "required field is missing or null"))
         elif not isinstance(value, str):
             failures.append((index, f"expected an ISO 8601 timestamp, got {type(value).__name__} {_clip(repr(value))}"))
-        elif parsed[index] is None and _OFFSET.search(value) and _beyond_year_9999(value):
+        elif unparsed[index] and _OFFSET.search(value) and _beyond_year_9999(value):
             failures.append((index, timestamp_range_reason(value)))
-        elif not _OFFSET.search(value) and parsed[index] is None and _looks_like_timestamp(value):
+        elif not _OFFSET.search(value) and unparsed[index] and _looks_like_timestamp(value):
             failures.append((index, f"timestamp {_clip(value)!r} has no UTC offset; expected e.g. ...Z"))
-        elif parsed[index] is None:
+        elif unparsed[index]:
             failures.append((index, f"expected an ISO 8601 timestamp, got {_clip(value)!r}"))
         elif out_of_range[index]:
             failures.append((index, timestamp_range_reason(value)))
