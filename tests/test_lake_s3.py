@@ -121,7 +121,7 @@ def test_a_partition_is_one_put_and_locations_carry_no_secret(s3_lake):
     assert writes == ["PutObject"] * 3
     assert all(p.startswith(s3_lake.root + "/raw/dmama_flow_readings/") for p in written.paths)
     assert not any(SECRET in p for p in (*written.paths, s3_lake.root, repr(s3_lake)))
-    with pytest.raises(ValueError, match="not on a local disk; use Lake.location"):
+    with pytest.raises(ValueError, match=r"not on a local disk; use Lake\.location"):
         s3_lake.partition_path(FLOW_READINGS, windows[0])
 
 
