@@ -7,7 +7,9 @@ import polars as pl
 
 from assets.catalog import LAKE_TABLES, derived_views
 from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS
+from quality.conform import conform
 from resources.lake import time_windows
+from resources.tables import Column, LakeTable
 
 T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)  # 00:00 local on 2 March: the night window is 19:00–21:00 UTC
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
@@ -103,3 +105,77 @@ def test_an_open_reader_keeps_answering_while_the_catalog_is_republished(lake, a
     finally:
         reader.close()
     assert sorted(p.name for p in (lake.table_dir(FLOW_READINGS).parents[2] / "catalog").iterdir()) == ["ihub.duckdb"]
+
+
+ASSETS = LakeTable(
+    layer="raw",
+    name="gis_assets",
+    description="Network assets with their geometry.",
+    columns=(
+        Column("asset_id", pl.String(), "Asset.", nullable=False, identifier=True),
+        Column("cost_thb", pl.Decimal(14, 2), "Book value, THB."),
+        Column("geom", pl.Binary(), "Location.", geometry=True, crs="EPSG:32647"),
+        Column("inspected_on", pl.List(pl.Date()), "Inspection days."),
+        Column("valves", pl.Int32(), "Valves."),
+        Column("installed_on", pl.Date(), "Installed."),
+        Column("seen_at", pl.Datetime("us", "UTC"), "Last seen, UTC."),
+    ),
+    key=("asset_id",),
+)
+TYPES = {
+    "asset_id": "VARCHAR",
+    "cost_thb": "DECIMAL(14,2)",
+    "geom": "BLOB",
+    "inspected_on": "DATE[]",
+    "valves": "INTEGER",
+    "installed_on": "DATE",
+    "seen_at": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def test_views_carry_the_registry_types_with_or_without_data(lake, analyst_catalog):
+    empty = analyst_catalog.publish(lake, [ASSETS])
+    assert empty.empty_tables == ("raw.gis_assets",)
+    loaded = conform(
+        [
+            {
+                "asset_id": "V-1",
+                "cost_thb": "1234567890.25",
+                "geom": "0101000000000000000000f03f0000000000000040",
+                "inspected_on": ["2026-01-05"],
+                "valves": 3,
+                "installed_on": "2019-04-01",
+                "seen_at": "2026-03-01T00:00:00+07:00",
+            }
+        ],
+        ASSETS,
+        source="gis",
+        partition_key="snapshot",
+    )
+    for published in (empty, None):
+        if published is None:
+            lake.replace_snapshot(ASSETS, loaded.frame)
+            published = analyst_catalog.publish(lake, [ASSETS])
+        with duckdb.connect(published.path, read_only=True) as con:
+            types = dict(
+                con.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'gis_assets'"
+                ).fetchall()
+            )
+            comment = con.execute(
+                "SELECT comment FROM duckdb_columns() WHERE table_name = 'gis_assets' AND column_name = 'geom'"
+            ).fetchone()
+            rows = con.execute("SELECT cost_thb::VARCHAR, hex(geom), inspected_on FROM raw.gis_assets").fetchall()
+        assert types == TYPES
+        assert comment[0].startswith("Location. (geometry as WKB in EPSG:32647")
+    assert rows == [("1234567890.25", "0101000000000000000000F03F0000000000000040", [datetime(2026, 1, 5).date()])]
+    shown = {c.name: c.type for c in ASSETS.dagster_column_schema().columns}
+    assert shown == {
+        "asset_id": "string",
+        "cost_thb": "decimal(14, 2)",
+        "geom": "geometry(WKB, EPSG:32647)",
+        "inspected_on": "list<date>",
+        "valves": "int32",
+        "installed_on": "date",
+        "seen_at": "timestamp[us, UTC]",
+    }
