@@ -6,8 +6,8 @@ import duckdb
 import polars as pl
 
 from assets.catalog import LAKE_TABLES, derived_views
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS
 from quality.conform import conform
+from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS
 from resources.lake import time_windows
 from resources.tables import Column, LakeTable
 
