@@ -201,8 +201,12 @@ class Lake(dg.ConfigurableResource):
         return Path(self._local_location(f"{self.table_key(table)}/snapshot.parquet"))
 
     def window_path(self, table: LakeTable, start: datetime) -> Path:
-        """The file of one processing window on a local lake (``location`` works on every lake)."""
+        """The file of one processing window on a local lake (``window_location`` works on every lake)."""
         return Path(self._local_location(self._window_key(table, start)))
+
+    def window_location(self, table: LakeTable, start: datetime) -> str:
+        """Where one processing window's file is: a path or a URL."""
+        return self.storage.location(self._window_key(table, start))
 
     def _window_key(self, table: LakeTable, start: datetime) -> str:
         start = start.astimezone(UTC)
@@ -260,7 +264,7 @@ class Lake(dg.ConfigurableResource):
         paths = []
         folders: set[str] = set()
         for index, (start, end) in enumerate(spans):
-            rows = by_slot.get(index, table.empty())
+            rows = by_slot[index] if index in by_slot else table.empty()
             window = dg.TimeWindow(start, end)
             key = self.partition_key(table, window, static_key)
             paths.append(self.storage.write(key, _encode(rows)))

@@ -105,9 +105,8 @@ def test_processing_windows_on_both(any_lake):
     )
     any_lake.replace_window(SCADA_POINTS, T0, frame)
     assert any_lake.read_windows(SCADA_POINTS, [T0, T0 + timedelta(minutes=5)]).rows() == frame.rows()
-    assert any_lake.files(SCADA_POINTS) == [
-        any_lake.location(SCADA_POINTS).replace("snapshot", "date=2026-03-01/part-1700")
-    ]
+    assert any_lake.files(SCADA_POINTS) == [any_lake.window_location(SCADA_POINTS, T0)]
+    assert any_lake.window_location(SCADA_POINTS, T0).endswith("/raw/scada_points/date=2026-03-01/part-1700.parquet")
 
 
 def test_a_partition_is_one_put_and_locations_carry_no_secret(s3_lake):
