@@ -329,10 +329,13 @@ class Lake(dg.ConfigurableResource):
         if not keys:
             return table.empty()
         scan = self._scan(keys)
-        if table.time_column is not None and start is not None:
-            scan = scan.filter(pl.col(table.time_column) >= start)
-        if table.time_column is not None and end is not None:
-            scan = scan.filter(pl.col(table.time_column) < end)
+        if table.time_column is not None:
+            # A Date column is filed by its midnight UTC, as replace_partitions buckets it.
+            time = pl.col(table.time_column).cast(pl.Datetime("us", "UTC"))
+            if start is not None:
+                scan = scan.filter(time >= start)
+            if end is not None:
+                scan = scan.filter(time < end)
         return table.conform(scan.collect())
 
     def read_windows(self, table: LakeTable, starts: Sequence[datetime]) -> pl.DataFrame:

@@ -1,6 +1,6 @@
 """The lake at every partition length, with static partitions, snapshots and the first layout's files."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -153,3 +153,23 @@ def test_an_hour_of_the_first_layout_is_replaced_not_duplicated(lake):
     )
     assert names(lake, USAGE) == ["date=2026-03-01/part-0000-PT1H.parquet"]
     assert lake.read(USAGE)["account_id"].to_list() == ["A-2", "A-2"]
+
+
+def test_a_date_column_partitions_by_its_midnight(lake):
+    readings = LakeTable(
+        "raw",
+        "billing_reads",
+        "Daily register reads.",
+        (
+            Column("account_id", pl.String(), "Account.", nullable=False),
+            Column("read_on", pl.Date(), "Day of the read.", nullable=False),
+        ),
+        ("account_id", "read_on"),
+        "read_on",
+    )
+    daily = dg.DailyPartitionsDefinition(start_date="2026-03-01")
+    days = time_windows(daily, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC))
+    frame = pl.DataFrame({"account_id": ["A", "A", "A"], "read_on": [date(2026, 3, d) for d in (1, 2, 3)]})
+    lake.replace_partitions(readings, frame, days)
+    assert len(lake.files(readings)) == 3
+    assert lake.read(readings, days[1].start, days[1].end)["read_on"].to_list() == [date(2026, 3, 2)]
