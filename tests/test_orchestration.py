@@ -168,7 +168,7 @@ def test_two_partitions_materialized_concurrently_from_the_cli(dmama_env, data_d
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-2000:]
     files = sorted(p.name for p in (data_dir / "lake" / "raw" / "dmama_flow_readings" / "date=2026-03-02").iterdir())
-    assert files == ["part-1900.parquet", "part-2000.parquet"]
+    assert files == ["part-1900-PT1H.parquet", "part-2000-PT1H.parquet"]
     with _environ({"DAGSTER_HOME": str(home)}), dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.fetch_materializations(dg.AssetKey(["dmama", "flow_readings"]), limit=10).records
         assert sorted(r.partition_key for r in records) == ["2026-03-02-19:00", "2026-03-02-20:00"]
