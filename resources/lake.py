@@ -241,7 +241,9 @@ class Lake(dg.ConfigurableResource):
         ``windows`` are the Dagster time windows of the partitions being written (``time_windows``), any
         length from minutes to months. A row in none of them refuses the whole write before any file is
         touched. A partition with no rows is written as an empty file: an empty hour (or month) is a fact
-        worth keeping, and it replaces whatever an earlier run had put there.
+        worth keeping, and it replaces whatever an earlier run had put there. ``static_key`` names the
+        static partition of a table with a ``static_column``. (Start times with a ``grain`` are still
+        accepted for callers not yet moved to time windows.)
         """
         if table.time_column is None:
             raise ValueError(f"table {table.layer}.{table.name} has no time column to partition by")

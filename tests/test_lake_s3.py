@@ -143,3 +143,13 @@ def test_the_catalog_reads_a_lake_in_a_bucket(s3_lake, analyst_catalog, tmp_path
     assert night == [(58.0, 8)]
     assert all(f"'{s3_lake.root}/raw/dmama_flow_readings/**/*.parquet'" in s for (s,) in sql[:1])
     assert not any(SECRET in s for (s,) in sql)
+
+
+def test_a_lake_root_is_a_path_a_file_url_or_a_bucket(tmp_path):
+    by_url = Lake(root=f"file://{tmp_path}/lake")
+    windows = time_windows(HOURLY, T0, T0 + timedelta(hours=1))
+    written = by_url.replace_partitions(FLOW_READINGS, night_readings(50.0).head(4), windows)
+    assert written.paths == (str(tmp_path / "lake/raw/dmama_flow_readings/date=2026-03-01/part-1700-PT1H.parquet"),)
+    assert Lake(root=str(tmp_path / "lake")).read(FLOW_READINGS).height == 4
+    with pytest.raises(ValueError, match="unsupported storage scheme 'gs'"):
+        Lake(root="gs://bucket/lake").files(FLOW_READINGS)
