@@ -77,7 +77,7 @@ def test_errors_not_retryable_are_raised_at_once():
 def test_rate_limits_are_bounded_by_time_not_by_count():
     clock = FakeClock()
     policy = RetryPolicy(max_attempts=2, budget_s=30, max_retry_after_s=60)
-    result, calls = run(policy, [RateLimited(1.0)] * 10 + ["ok"], clock)
+    result, _ = run(policy, [RateLimited(1.0)] * 10 + ["ok"], clock)
     assert result == "ok"
     assert clock.sleeps == [1.0] * 10  # ten 429s and no failure counted against the two attempts
 
