@@ -40,7 +40,14 @@ def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     merged = dg.Definitions.merge(platform_defs(), SOURCES, catalog.catalog_defs(SOURCES))
     if not resources_override:
         return merged
-    return merged._replace(resources={**merged.resources, **resources_override})
+    return dg.Definitions(
+        assets=merged.assets,
+        asset_checks=merged.asset_checks,
+        jobs=merged.jobs,
+        schedules=merged.schedules,
+        sensors=merged.sensors,
+        resources={**(merged.resources or {}), **resources_override},
+    )
 
 
 defs = build_definitions()
