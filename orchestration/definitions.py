@@ -18,7 +18,8 @@ from resources.catalog import AnalystCatalog
 from resources.lake import Lake
 from resources.notifier import Notifier
 
-SOURCES = dg.Definitions.merge(
+# One line per source. (A tuple, not a merged Definitions: Dagster allows one Definitions per module.)
+SOURCES = (
     dmama.defs,
     scada.defs,
 )
@@ -37,7 +38,8 @@ def platform_defs() -> dg.Definitions:
 
 def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     """The hub's Definitions; ``resources_override`` swaps resources (tests point them elsewhere)."""
-    merged = dg.Definitions.merge(platform_defs(), SOURCES, catalog.catalog_defs(SOURCES))
+    sources = dg.Definitions.merge(*SOURCES)
+    merged = dg.Definitions.merge(platform_defs(), sources, catalog.catalog_defs(sources))
     if not resources_override:
         return merged
     return dg.Definitions(

@@ -26,7 +26,9 @@ def night_readings(flow: float) -> pl.DataFrame:
 def publish(lake, analyst_catalog):
     from orchestration.definitions import SOURCES
 
-    return analyst_catalog.publish(lake, catalog_tables(SOURCES.assets), derived_views("Asia/Bangkok"))
+    return analyst_catalog.publish(
+        lake, catalog_tables([a for source in SOURCES for a in source.assets]), derived_views("Asia/Bangkok")
+    )
 
 
 def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, analyst_catalog):
