@@ -329,5 +329,3 @@ def _resolve_value(value: Any, base_dir: Path) -> Any:
         resolved = {key: _resolve_value(item, base_dir) for key, item in value.items()}
         return resolved if any(resolved[k] is not value[k] for k in value) else value
     return value
-
-
