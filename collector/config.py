@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from collector.spool import DEFAULT_MAX_BYTES, DEFAULT_WINDOW_S, check_window_s
+from resources.sensor_limits import SHIPPED_LIMITS, default_limits_path
 from resources.yaml_files import (
     ConfigError,
     Issue,
@@ -58,7 +59,8 @@ __all__ = [
     "validate_model",
 ]
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "default_alerts.yaml"
+# The shipped alert rules are the inline alarms of the sensor limits the window checks read too.
+DEFAULT_RULES_PATH = SHIPPED_LIMITS
 
 # Section name -> (module, config model). The module also exposes ``build_reader(config) -> Reader``.
 PROTOCOLS: dict[str, tuple[str, str]] = {
@@ -103,7 +105,11 @@ class AlertSettings(_Section):
     """Inline threshold alerts."""
 
     enabled: bool = True
-    rules: Path = Field(default=DEFAULT_RULES_PATH, description="Rule file (YAML); defaults to the shipped rules.")
+    rules: Path = Field(
+        default_factory=default_limits_path,
+        description="A rule file, or a sensor limits file whose alarms become rules; defaults to the sensor "
+        "limits the window checks read (IHUB_SENSOR_LIMITS, else the shipped resources/sensor_limits.yaml).",
+    )
     queue_size: int = Field(default=10_000, ge=1, description="Alerts waiting for the notifier before dropping.")
     concurrency: int = Field(default=32, ge=1, description="Notifications sent at once.")
 
@@ -117,7 +123,7 @@ class HealthSettings(_Section):
 
 
 class NotifierSettings(_Section):
-    """Where alerts go: the fields of ``resources.notifier.Notifier``; channels are validated by it."""
+    """Where alerts go: ``resources.notifications.NotificationSender``; channels are its ``ChannelSettings``."""
 
     channels: list[dict[str, Any]] = Field(default_factory=list)
     record_dir: Path = Field(default=Path("notifications"), description="JSON-lines record of every notification.")
@@ -236,7 +242,7 @@ def _position(issue: Issue) -> tuple[str, int, int]:
 
 
 def _check_channels(settings: NotifierSettings, document: YamlDocument, problems: list[Issue]) -> None:
-    from resources.notifier import NotifierChannel
+    from resources.notifications import ChannelSettings
 
     for index, channel in enumerate(settings.channels):
-        validate_model(NotifierChannel, channel, document, ("notifier", "channels", index), problems)
+        validate_model(ChannelSettings, channel, document, ("notifier", "channels", index), problems)

@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from collector.points import BAD, COMM_FAIL, GOOD, Emit, Point, now_micros
+from resources.retry import RetryPolicy
 from resources.yaml_files import ConfigError, load_model
 
 __all__ = [
@@ -539,6 +540,11 @@ class _Failure(Exception):
         self.connection_lost, self.permanent = connection_lost, permanent
 
 
+def _transient(error: BaseException) -> bool:
+    """Worth another attempt: a failure of this request that the device may not repeat."""
+    return isinstance(error, _Failure) and not error.permanent
+
+
 @dataclass
 class _Stats:
     requests: int = 0
@@ -566,7 +572,15 @@ class ModbusReader:
         self._where = f'modbus device "{config.name}" ({config.host}:{config.port} unit {config.unit_id})'
         self._client: Any = None
         self._ever_connected = False
-        self._backoff_s = config.reconnect_initial_s
+        self._reconnect = RetryPolicy(
+            initial_s=config.reconnect_initial_s, factor=2.0, max_delay_s=config.reconnect_max_s
+        ).backoff()
+        # Transient failures of one request: ``retries`` more attempts, ``retry_delay_s`` apart.
+        delay = config.retry_delay_s
+        self._request_retry = RetryPolicy(
+            max_attempts=config.retries + 1, initial_s=delay, factor=1.0, max_delay_s=delay
+        )
+        self._backoff_s = 0.0
         self._next_connect_at = 0.0
         self._stats = _Stats()
         self.strings: dict[str, str] = {}
@@ -619,21 +633,21 @@ class ModbusReader:
                 self._stats.reconnects += 1
                 log.info("%s: reconnected", self._where)
             self._ever_connected = True
-            self._backoff_s = cfg.reconnect_initial_s
+            self._reconnect.reset()
             self._next_connect_at = 0.0
             return True
         client.close()
+        self._backoff_s = self._reconnect.next()
         elapsed = time.monotonic() - started
         reason = f"timed out after {cfg.timeout_s:g} s" if elapsed >= cfg.timeout_s * 0.9 else "refused or unreachable"
         self._record("connect_failed", f"connect failed ({reason}); next attempt in {self._backoff_s:g} s")
         log.error("%s: connect failed (%s); next attempt in %g s", self._where, reason, self._backoff_s)
-        self._schedule_reconnect()
+        self._next_connect_at = time.monotonic() + self._backoff_s
         return False
 
     def _schedule_reconnect(self) -> None:
-        """Next connection attempt after the current backoff, which doubles up to reconnect_max_s."""
-        self._next_connect_at = time.monotonic() + self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, self.config.reconnect_max_s)
+        """Next connection attempt after the next backoff, which doubles up to reconnect_max_s."""
+        self._next_connect_at = time.monotonic() + self._reconnect.next()
 
     def _drop_client(self) -> None:
         if self._client is not None:
@@ -676,22 +690,26 @@ class ModbusReader:
 
     async def _read(self, plan: _Plan) -> list[int] | list[bool]:
         """A request with its retries: transient failures retried, a lost connection re-opened."""
-        cfg = self.config
-        attempt = 0
-        while True:
-            try:
-                return await self._read_once(plan)
-            except _Failure as failure:
-                if failure.permanent or attempt >= cfg.retries:
-                    if attempt:
-                        failure.reason += f" (after {attempt + 1} attempts)"
-                    raise
-                attempt += 1
-                await asyncio.sleep(cfg.retry_delay_s)
-                if failure.connection_lost or not self.connected:
-                    # A retry over a dropped connection starts with a fresh one (a restarted PLC
-                    # comes back within the retries without waiting for the backoff).
-                    await self._connect()
+        attempts = 0
+        reconnect = False
+        try:
+            async for attempt in self._request_retry.async_retrying(retry_if=_transient):
+                with attempt:
+                    if attempts and (reconnect or not self.connected):
+                        # A retry over a dropped connection starts with a fresh one (a restarted PLC
+                        # comes back within the retries without waiting for the backoff).
+                        await self._connect()
+                    attempts += 1
+                    try:
+                        return await self._read_once(plan)
+                    except _Failure as failure:
+                        reconnect = failure.connection_lost
+                        raise
+        except _Failure as failure:
+            if attempts > 1:
+                failure.reason += f" (after {attempts} attempts)"
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def poll_once(self) -> list[Point]:
         """Read every request once; the points that pass their deadband (COMM_FAIL for failed reads)."""

@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from collector.points import BAD, COMM_FAIL, GOOD, UNCERTAIN, Emit, Point, now_micros
+from resources.retry import RetryPolicy
 from resources.yaml_files import load_model
 
 if TYPE_CHECKING:
@@ -200,6 +201,9 @@ class ReconnectSettings(BaseModel):
     initial_s: float = Field(1.0, gt=0)
     max_s: float = Field(30.0, gt=0)
     factor: float = Field(2.0, ge=1)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(initial_s=self.initial_s, factor=self.factor, max_delay_s=self.max_s)
 
 
 class OpcUaEndpointConfig(BaseModel):
@@ -517,8 +521,7 @@ class OpcUaReader:
 
     async def run(self, emit: Emit) -> None:
         """Connect, read, and on any failure mark the points COMM_FAIL once and reconnect with backoff."""
-        backoff = self.config.reconnect
-        delay = backoff.initial_s
+        backoff = self.config.reconnect.policy().backoff()
         while True:
             sessions_before = self._sessions
             try:
@@ -533,11 +536,11 @@ class OpcUaReader:
             except Exception as exc:
                 self._error(f"OPC UA endpoint {self.name!r} ({self.config.url}): {_describe(exc)}")
             if self._sessions > sessions_before:
-                delay = backoff.initial_s  # it worked for a while: retry soon
+                backoff.reset()  # it worked for a while: retry soon
             await self._comm_fail(emit)
+            delay = backoff.next()
             logger.info("OPC UA endpoint %r: reconnecting in %.1f s", self.name, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * backoff.factor, backoff.max_s)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -38,7 +38,8 @@ from collector.alerts import AlertEngine
 from collector.config import CollectorConfig, ConfigError, load_config, protocol_module
 from collector.points import Emit, Point, Reader
 from collector.spool import Spool, SpoolError, SpoolFullError
-from resources.notifier import Notifier, NotifierChannel
+from resources.notifications import ChannelSettings, NotificationSender, notifier_retry_policy
+from resources.retry import RetryPolicy
 
 __all__ = ["Collector", "main", "run_collector", "status"]
 
@@ -46,7 +47,9 @@ SEAL_INTERVAL_S = 1.0
 RATE_WINDOW_S = 10  # points per second are averaged over this many seal ticks
 SHUTDOWN_ALERT_DRAIN_S = 5.0
 READER_STOP_TIMEOUT_S = 10.0
-MAX_RESTART_BACKOFF_S = 60.0
+# A reader that crashes is started again after 1 s, 2 s, 4 s … up to a minute, for as long as it takes
+# (only the policy's backoff schedule is used: a supervisor never gives up on a reader).
+RESTART_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, max_delay_s=60.0)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class Collector:
         self._clock = clock
         self._extra_readers = list(readers)
         self.spool: Spool | None = None
-        self.notifier: Notifier | None = None
+        self.notifier: NotificationSender | None = None
         self.alerts: AlertEngine | None = None
         self._states: dict[str, _ReaderState] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -126,11 +129,10 @@ class Collector:
     async def _start_rest(self) -> None:
         assert self.spool is not None
         notifier_settings = self.config.notifier
-        self.notifier = Notifier(
-            channels=[NotifierChannel(**channel) for channel in notifier_settings.channels],
-            record_dir=str(notifier_settings.record_dir),
-            retries=notifier_settings.retries,
-            backoff_base_s=notifier_settings.backoff_base_s,
+        self.notifier = NotificationSender(
+            [ChannelSettings(**channel) for channel in notifier_settings.channels],
+            record_dir=notifier_settings.record_dir,
+            retry=notifier_retry_policy(notifier_settings.retries, notifier_settings.backoff_base_s),
         )
         alert_settings = self.config.alerts
         rules = self.config.alert_rules if alert_settings.enabled else []
@@ -236,7 +238,7 @@ class Collector:
 
     async def _supervise(self, state: _ReaderState) -> None:
         """Run a reader; if it raises (it should not), log it and start it again with backoff."""
-        backoff = 1.0
+        backoff = RESTART_POLICY.backoff()
         emit = self._emit_for(state)
         while True:
             state.running = True
@@ -249,9 +251,9 @@ class Collector:
                 state.running = False
                 state.restarts += 1
                 state.last_error = f"{type(error).__name__}: {error}"
-                log.exception("collector: reader %s crashed; restarting in %.0f s", state.reader.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_RESTART_BACKOFF_S)
+                wait_s = backoff.next()
+                log.exception("collector: reader %s crashed; restarting in %.0f s", state.reader.name, wait_s)
+                await asyncio.sleep(wait_s)
                 continue
             state.running = False
             log.info("collector: reader %s finished", state.reader.name)

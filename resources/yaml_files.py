@@ -57,7 +57,8 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field + ': ' if self.field else ''}{self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file  # line 0: the file as a whole
+        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
 
 
 class ConfigError(ValueError):
@@ -73,7 +74,8 @@ class ConfigError(ValueError):
 def _parse_problem(text: str) -> Issue:
     match = _PROBLEM_RE.match(text)
     if match is None:
-        return Issue(file=text.partition(":")[0], line=0, column=0, field="", message=text)
+        file, _, message = text.partition(": ")
+        return Issue(file=file, line=0, column=0, field="", message=message)
     return Issue(match["file"], int(match["line"]), 0, match["field"] or "", match["message"])
 
 
@@ -127,7 +129,7 @@ def load_yaml(path: str | os.PathLike[str], *, substitute_env: bool = True) -> Y
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from None
+        raise ConfigError([Issue(str(path), 0, 0, "", f"cannot read: {error.strerror or error}")]) from None
     yaml = YAML(typ="rt")
     try:
         node = yaml.load(text)
