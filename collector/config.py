@@ -42,6 +42,7 @@ from resources.yaml_files import (
 )
 
 __all__ = [
+    "DEFAULT_HEALTH_PORT",
     "DEFAULT_RULES_PATH",
     "PROTOCOLS",
     "AlertSettings",
@@ -52,6 +53,7 @@ __all__ = [
     "SpoolSettings",
     "YamlDocument",
     "format_loc",
+    "health_url",
     "load_config",
     "load_yaml",
     "protocol_module",
@@ -61,6 +63,10 @@ __all__ = [
 
 # The shipped alert rules are the inline alarms of the sensor limits the window checks read too.
 DEFAULT_RULES_PATH = SHIPPED_LIMITS
+
+# The health endpoint's default, for the collector and for ``ihub collect status`` alike.
+DEFAULT_HEALTH_HOST = "127.0.0.1"
+DEFAULT_HEALTH_PORT = 8790
 
 # Section name -> (module, config model). The module also exposes ``build_reader(config) -> Reader``.
 PROTOCOLS: dict[str, tuple[str, str]] = {
@@ -115,11 +121,22 @@ class AlertSettings(_Section):
 
 
 class HealthSettings(_Section):
-    """The HTTP status endpoint (GET /health)."""
+    """The HTTP status endpoint (GET /health); ``ihub collect status`` asks the same default."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8790, ge=0, le=65535, description="0 picks a free port (tests).")
+    host: str = DEFAULT_HEALTH_HOST
+    port: int = Field(default=DEFAULT_HEALTH_PORT, ge=0, le=65535, description="0 picks a free port (tests).")
+
+    def url(self, port: int | None = None) -> str:
+        """Where a client on this machine reaches the endpoint (a wildcard bind is asked on loopback)."""
+        return health_url(self.host, self.port if port is None else port)
+
+
+def health_url(host: str = "", port: int = 0) -> str:
+    """``http://<host>:<port>/health``; the collector's defaults when not given, loopback for a wildcard."""
+    host = {"": DEFAULT_HEALTH_HOST, "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port or DEFAULT_HEALTH_PORT}/health"
 
 
 class NotifierSettings(_Section):

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from collector.alerts import AlertEngine
-from collector.config import CollectorConfig, ConfigError, load_config, protocol_module
+from collector.config import CollectorConfig, ConfigError, health_url, load_config, protocol_module
 from collector.points import Emit, Point, Reader
 from collector.spool import Spool, SpoolError, SpoolFullError
 from resources.notifications import ChannelSettings, NotificationSender, notifier_retry_policy
@@ -344,8 +344,7 @@ class Collector:
         server = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
         self._server = server
         self._server_task = asyncio.create_task(server.serve(sockets=[sock]), name="health-endpoint")
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        self.health_url = f"http://{host}:{port}/health"
+        self.health_url = settings.url(port)
         for _ in range(500):
             if server.started or self._server_task.done():
                 break
@@ -430,13 +429,24 @@ def main(config_path: str) -> int:
     return 0
 
 
-def status(url: str) -> int:
+def status(url: str | None = None, config_path: str | None = None) -> int:
     """``ihub collect status``: print the health of a running collector as tables.
 
-    Returns 0 when it is ok, 1 when degraded or failing, 2 when it does not answer.
+    Asks ``url``, else the health endpoint ``config_path`` configures, else the collector's default.
+    Returns 0 when it is ok, 1 when degraded, failing or losing messages at the broker, 2 when it does
+    not answer (or the configuration is invalid).
     """
     import httpx
 
+    if url is None:
+        if config_path is None:
+            url = health_url()
+        else:
+            try:
+                url = load_config(config_path).health.url()
+            except ConfigError as error:
+                print(f"collector: invalid configuration:\n{error}", file=sys.stderr)
+                return 2
     if not url.rstrip("/").endswith("/health"):
         url = url.rstrip("/") + "/health"
     try:
@@ -446,7 +456,19 @@ def status(url: str) -> int:
         print(f"collector at {url} does not answer: {error}", file=sys.stderr)
         return 2
     print(format_status(document))
+    if broker_drops(document):
+        return 1
     return 0 if document.get("status") == "ok" else 1
+
+
+def broker_drops(document: dict[str, Any]) -> dict[str, int]:
+    """Readers whose broker reports messages it dropped (Mosquitto's ``$SYS`` counters), and how many."""
+    drops = {}
+    for name, entry in (document.get("readers") or {}).items():
+        count = entry.get("broker_dropped_messages") if isinstance(entry, dict) else None
+        if isinstance(count, int | float) and not isinstance(count, bool) and count > 0:
+            drops[name] = int(count)
+    return drops
 
 
 def format_status(document: dict[str, Any]) -> str:
@@ -455,6 +477,12 @@ def format_status(document: dict[str, Any]) -> str:
         f"collector: {str(document.get('status', '?')).upper()}   up {_duration(document.get('uptime_s', 0))}"
         f"   since {document.get('started_at')}"
     ]
+    for name, count in broker_drops(document).items():
+        lines.append(
+            f"WARNING: the MQTT broker of reader {name} dropped {count:,} message(s) before the collector received"
+            " them (Mosquitto $SYS); raise its max_queued_messages / max_inflight_messages (deploy/mosquitto.conf,"
+            " docs/protocols/mqtt.md)"
+        )
     readers = document.get("readers") or {}
     rows = [
         [
