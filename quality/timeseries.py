@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from resources.sensor_limits import default_limits_path, load_sensor_limits
+from resources.sensor_limits import load_sensor_limits
 
 POINT = ["source", "device", "unit_id", "sensor_type"]
 
@@ -66,9 +66,6 @@ def load_limits(path: Path | None = None) -> dict[str, SensorLimits]:
             alert_units=entry.alarm_units,
         )
     return limits
-
-
-RULES_FILE = default_limits_path()  # the file ``load_limits()`` reads without an argument
 
 
 def _limits_frame(limits: dict[str, SensorLimits]) -> pl.DataFrame:

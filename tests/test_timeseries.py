@@ -71,8 +71,10 @@ def test_the_collector_and_the_window_checks_read_one_limits_file():
     """The inline rules and the window limits come from the same file and agree on limits and units."""
     from collector.alerts import load_rules
     from collector.config import DEFAULT_RULES_PATH
+    from resources.sensor_limits import default_limits_path, load_sensor_limits
 
-    assert timeseries.RULES_FILE == DEFAULT_RULES_PATH
+    assert default_limits_path() == DEFAULT_RULES_PATH
+    assert load_sensor_limits(DEFAULT_RULES_PATH).sensor_types["flow"].alarm_units == LIMITS["flow"].alert_units
     rules = {rule.name: rule for rule in load_rules(DEFAULT_RULES_PATH)}
     flow = LIMITS["flow"]
     assert rules["flow_out_of_band"].units == frozenset(flow.alert_units) == {"L/min", "l/min", "lpm", "LPM"}
