@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 __all__ = [
     "ConfigError",
@@ -130,7 +127,11 @@ def load_yaml(path: str | os.PathLike[str], *, substitute_env: bool = True) -> Y
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError([Issue(str(path), 0, 0, "", f"cannot read: {error.strerror or error}")]) from None
-    yaml = YAML(typ="rt")
+    # Imported here: Dagster re-imports the definitions for every run, and most never read a YAML file.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="rt")  # round-trip: keeps the line and column of every key and item
     try:
         node = yaml.load(text)
     except MarkedYAMLError as error:
@@ -149,7 +150,8 @@ def load_yaml(path: str | os.PathLike[str], *, substitute_env: bool = True) -> Y
 
 def _plain(node: Any, loc: Loc, document: YamlDocument, problems: list[Issue], substitute_env: bool) -> Any:
     """ruamel's round-trip nodes as dicts, lists and plain scalars, recording each key's line."""
-    if isinstance(node, CommentedMap):
+    # ruamel's round-trip CommentedMap and CommentedSeq: a dict and a list that carry their positions (lc).
+    if isinstance(node, dict) and hasattr(node, "lc"):
         result: dict[Any, Any] = {}
         for key in node:
             child = (*loc, key)
@@ -160,7 +162,7 @@ def _plain(node: Any, loc: Loc, document: YamlDocument, problems: list[Issue], s
             document.positions[child] = (line + 1, column + 1)
             result[_scalar(key)] = _plain(node[key], child, document, problems, substitute_env)
         return result
-    if isinstance(node, CommentedSeq):
+    if isinstance(node, list) and hasattr(node, "lc"):
         items = []
         for index, item in enumerate(node):
             child = (*loc, index)
