@@ -5,9 +5,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.catalog import LAKE_TABLES, derived_views
+from assets.catalog import catalog_tables, derived_views
+from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS
 from quality.conform import conform
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS
 from resources.lake import time_windows
 from resources.tables import Column, LakeTable
 
@@ -32,7 +32,11 @@ def night_readings(flow: float) -> pl.DataFrame:
 
 
 def publish(lake, analyst_catalog):
-    return analyst_catalog.publish(lake, LAKE_TABLES, derived_views("Asia/Bangkok"))
+    from orchestration.definitions import SOURCES
+
+    return analyst_catalog.publish(
+        lake, catalog_tables([a for source in SOURCES for a in source.assets]), derived_views("Asia/Bangkok")
+    )
 
 
 def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, analyst_catalog):

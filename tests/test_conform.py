@@ -4,8 +4,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from contracts.dmama import DMAS, FLOW_READINGS
 from quality.conform import conform
-from quality.dmama import DMAS, FLOW_READINGS
 from resources.tables import Column, LakeTable, is_safe_identifier
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -9,9 +9,11 @@ import dagster as dg
 import pytest
 
 from assets import catalog, dmama
+from assets.lake_tables import lake_tables_by_asset
 from assets.partitions import daily, hourly
+from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.conform import rejects_table
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS, dmama_checks
+from quality.dmama import dmama_checks
 from tests.conftest import dmama_client
 
 HOUR = "2026-03-02-19:00"  # 02:00 local: night flow
@@ -223,9 +225,11 @@ def test_secrets_never_reach_the_event_log(dmama_server, lake, analyst_catalog, 
 def test_a_failing_blocking_check_stops_downstream_assets_in_the_same_run(
     catalogue, hub_resources, instance, analyst_catalog, dmama_server
 ):
-    job = dg.define_asset_job("readings_then_catalog", selection=[dmama.flow_readings.key, catalog.analyst_catalog.key])
+    sources = [dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings]
+    analyst_catalog_asset = catalog.analyst_catalog_asset(lake_tables_by_asset(sources))
+    job = dg.define_asset_job("readings_then_catalog", selection=[dmama.flow_readings.key, analyst_catalog_asset.key])
     defs = dg.Definitions(
-        assets=[dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings, catalog.analyst_catalog],
+        assets=[*sources, analyst_catalog_asset],
         asset_checks=CHECKS,
         jobs=[job],
         resources=hub_resources,

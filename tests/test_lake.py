@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from quality.dmama import FLOW_READINGS
+from contracts.dmama import FLOW_READINGS
 from resources.lake import time_windows
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

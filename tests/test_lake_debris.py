@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from quality.dmama import FLOW_READINGS
+from contracts.dmama import FLOW_READINGS
 from resources.lake import time_windows
 from resources.storage import DEBRIS_AGE_S, temporary_name, writer_identity
 from tests.test_catalog import night_readings, publish

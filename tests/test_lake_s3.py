@@ -11,12 +11,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.catalog import LAKE_TABLES, derived_views
-from quality.dmama import FLOW_READINGS, METER_READINGS
+from contracts.dmama import FLOW_READINGS, METER_READINGS
 from quality.scada import SCADA_POINTS
 from resources.catalog import open_catalog
 from resources.lake import Lake, time_windows
-from tests.test_catalog import night_readings
+from tests.test_catalog import night_readings, publish
 
 T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
@@ -126,7 +125,7 @@ def test_a_partition_is_one_put_and_locations_carry_no_secret(s3_lake):
 
 def test_the_catalog_reads_a_lake_in_a_bucket(s3_lake, analyst_catalog, tmp_path):
     s3_lake.replace_partitions(FLOW_READINGS, night_readings(50.0), time_windows(HOURLY, T0, T0 + timedelta(hours=4)))
-    published = analyst_catalog.publish(s3_lake, LAKE_TABLES, derived_views("Asia/Bangkok"))
+    published = publish(s3_lake, analyst_catalog)
     assert f"{METER_READINGS.layer}.{METER_READINGS.name}" in published.empty_tables
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
