@@ -78,5 +78,7 @@ def test_the_hub_keeps_schedules_only_where_a_clock_is_the_trigger():
     names = {schedule.name for schedule in defs.schedules or []}
     assert "analyst_catalog_daily" not in names  # the catalog follows its inputs instead
     assert {"dmama_readings_every_15_minutes", "dmama_meter_readings_hourly", "dmama_catalogue_daily"} <= names
+    sensors = {sensor.name: sensor for sensor in defs.get_repository_def().sensor_defs}
+    assert sensors["automation_condition_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     catalog_asset = defs.resolve_assets_def(catalog.ANALYST_CATALOG_KEY)
     assert catalog_asset.automation_conditions_by_key[catalog.ANALYST_CATALOG_KEY] is not None
