@@ -15,14 +15,18 @@ from resources.lake import Lake, LakeTable
 
 ANALYST_CATALOG_KEY = dg.AssetKey(["exports", "analyst_catalog"])
 
-# Republish when a source lands new data and nothing upstream is still running or failed a blocking check:
-# views read the lake directly, so this is about new tables, new columns and tables that first get data.
-# Not ``eager()``: that waits for every upstream partition to exist, which hourly history never will.
+# Publish when the catalog is missing, republish when a source lands new data; never while a source is still
+# loading, and not while any upstream partition's latest blocking check failed (re-running that partition
+# clean releases it). Views read the lake directly, so this is about new tables, new columns and tables
+# that first get data. Neither ``eager()`` nor ``all_deps_blocking_checks_passed()``: both ask every
+# upstream partition to exist or to have passed, which hourly history never will.
 CATALOG_AUTOMATION = (
-    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated().since_last_handled())
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & ~dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+    )
 ).with_label("republish when a source lands data")
 
 

@@ -28,6 +28,17 @@ SOURCES = (
 def platform_defs() -> dg.Definitions:
     """What every source shares: the lake, the operator notifier and the analysts' catalog."""
     return dg.Definitions(
+        # Declarative automation (the catalog follows its sources) runs without anyone switching it on;
+        # it can be paused from the UI like any sensor.
+        sensors=[
+            dg.AutomationConditionSensorDefinition(
+                "automation_condition_sensor",
+                target=dg.AssetSelection.all(),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=30,
+                description="Requests every asset whose AutomationCondition is true (e.g. the analyst catalog).",
+            )
+        ],
         resources={
             "lake": Lake(root=str(lake_dir())),
             "notifier": Notifier(channels=notifier_channels()),
