@@ -91,7 +91,11 @@ def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ..
                 "views": published.views,
                 "tables_without_data": ", ".join(published.empty_tables) or "none",
                 "size_kb": round(published.bytes / 1024, 1),
-                "open_with": f"duckdb.connect({published.path!r}, read_only=True)",
+                "open_with": (
+                    f"resources.catalog.open_catalog({published.path!r}, lake)  # the lake is in a bucket"
+                    if "://" in lake.root
+                    else f"duckdb.connect({published.path!r}, read_only=True)"
+                ),
             }
         )
 

@@ -17,7 +17,9 @@ DMAS = LakeTable(
     name="dmama_dmas",
     description="District metered areas as DMAMA describes them today: size, network length, pressure target.",
     columns=(
-        Column("dma_id", pl.String(), "DMAMA identifier of the district metered area.", nullable=False),
+        Column(
+            "dma_id", pl.String(), "DMAMA identifier of the district metered area.", nullable=False, identifier=True
+        ),
         Column("name", pl.String(), "Name of the DMA."),
         Column("zone", pl.String(), "Supply zone the DMA belongs to."),
         Column("connections", pl.Int64(), "Number of service connections (customers) in the DMA."),
@@ -36,8 +38,8 @@ METERS = LakeTable(
     name="dmama_meters",
     description="Customer and inflow meters of every DMA, as DMAMA lists them today.",
     columns=(
-        Column("meter_id", pl.String(), "DMAMA identifier of the meter.", nullable=False),
-        Column("dma_id", pl.String(), "DMA the meter belongs to.", nullable=False),
+        Column("meter_id", pl.String(), "DMAMA identifier of the meter.", nullable=False, identifier=True),
+        Column("dma_id", pl.String(), "DMA the meter belongs to.", nullable=False, identifier=True),
         Column("kind", pl.String(), "customer (billing) or inflow (measures DMA input)."),
         Column("customer_class", pl.String(), "residential, commercial or industrial; empty for inflow meters."),
         Column("register_digits", pl.Int64(), "Digits of the register; it rolls over at 10^digits m³."),
@@ -51,7 +53,7 @@ FLOW_READINGS = LakeTable(
     name="dmama_flow_readings",
     description="Flow and pressure of each DMA's inflow every 15 minutes, as DMAMA reported them.",
     columns=(
-        Column("dma_id", pl.String(), "DMA the reading is for.", nullable=False),
+        Column("dma_id", pl.String(), "DMA the reading is for.", nullable=False, identifier=True),
         Column("timestamp", UTC_TIME, "Start of the 15-minute interval, UTC.", nullable=False),
         Column("flow_m3h", pl.Float64(), "Mean inflow over the interval, m³/h.", nullable=False),
         Column("pressure_bar", pl.Float64(), "Mean pressure at the DMA inlet over the interval, bar."),
@@ -65,7 +67,7 @@ METER_READINGS = LakeTable(
     name="dmama_meter_readings",
     description="Hourly register (index) readings of every meter, m³, as DMAMA reported them.",
     columns=(
-        Column("meter_id", pl.String(), "Meter the reading is for.", nullable=False),
+        Column("meter_id", pl.String(), "Meter the reading is for.", nullable=False, identifier=True),
         Column("timestamp", UTC_TIME, "Time of the reading, UTC.", nullable=False),
         Column(
             "register_m3",

@@ -15,8 +15,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("IHUB_DATA_DIR", ".data")).resolve()
 
 
-def lake_dir() -> Path:
-    return Path(os.environ.get("IHUB_LAKE_DIR", data_dir() / "lake")).resolve()
+def lake_dir() -> str:
+    """``IHUB_LAKE_DIR``: a folder (made absolute) or a bucket URL such as ``s3://lake/ihub``, kept as given."""
+    root = os.environ.get("IHUB_LAKE_DIR")
+    if root and "://" in root:
+        return root
+    return str(Path(root or data_dir() / "lake").resolve())
 
 
 def catalog_path() -> Path:
