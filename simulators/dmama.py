@@ -898,10 +898,11 @@ class DmamaSimulator:
         rows = _row_fault(rows, fault, self._seed)
         following = page + 1 if start + size < total else None
         if fault is not None and fault.kind == "endless_pages":
+            # The first page again and again, or (fresh) a new page every time that only a page cap ends.
             following = page + 1
+            rows = items(0, min(size, total))
             if fault.params.get("fresh"):
-                # Every page new (never a repeat): only a page cap ends this.
-                rows = [{**row, "page_marker": page} for row in items(0, min(size, total))]
+                rows = [{**row, "page_marker": page} for row in rows]
         if fault is not None and fault.kind == "bad_ids" and page == 1:
             rows = rows + [{"dma_id": bad, "name": "Ban Path", "zone": "North"} for bad in fault.params["ids"]]
         body = {"items": rows, "page": page, "page_size": size, "total": total, "next_page": following}
