@@ -677,6 +677,11 @@ class ResilientClient:
     def __repr__(self) -> str:
         return f"ResilientClient(source={self.source!r}, base_url={_redact_url(self.base_url)!r})"
 
+    def add_cookies(self, request: httpx.Request) -> None:
+        """Give `request` the Cookie header of every cookie the source has set on this client so far."""
+        request.headers.pop("Cookie", None)
+        self._http.cookies.set_cookie_header(request)
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._http.close()
@@ -1227,7 +1232,8 @@ class OAuth2ClientCredentials(TokenAuth):
 class JwtLogin(TokenAuth):
     """JWT sessions as billing systems hand them out: log in with a user and password for an access
     and a refresh token, refresh the access token when it runs out, and log in again when the refresh
-    token is refused or the source answers 401 to a token it issued.
+    token is refused. A 401 to a token it issued (revoked, or expired early) first tries the refresh
+    token, then a new login, once per request.
 
     The login posts ``{"username", "password"}`` as JSON to `login_path` and the refresh
     ``{"refresh_token"}`` to `refresh_path`; both answer ``{"access_token", "refresh_token",
@@ -1262,12 +1268,6 @@ class JwtLogin(TokenAuth):
 
     def credentials(self) -> tuple[str, ...]:
         return (self._password, *([self._refresh] if self._refresh else []))
-
-    def invalidate(self, token: str | None = None) -> None:
-        with self._lock:
-            if token is None or token == self._token:
-                self._refresh = None  # the source refused a token it issued: start a new session
-            super().invalidate(token)
 
     def fetch(self, client: ResilientClient) -> tuple[str, float]:
         if self._refresh is not None:
@@ -1320,6 +1320,9 @@ class CsrfToken(TokenAuth):
 
     def apply(self, request: httpx.Request, token: str) -> None:
         request.headers[self.header] = token
+        if self._client is not None:
+            # The request was built before the handshake set the session cookie the token belongs to.
+            self._client.add_cookies(request)
 
     def is_stale(self, response: httpx.Response) -> bool:
         return response.status_code == 403 and response.headers.get(self.header, "").lower() == "required"
