@@ -85,7 +85,8 @@ def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) ->
     """Every customer and inflow meter with its DMA, class and register size. Replaced whole."""
 
     def fetch() -> list[dict]:
-        return [row for dma in dmama.dma_list() for row in dmama.meters(dma["dma_id"])]
+        dma_ids, _ = dmama.checked_ids(dma["dma_id"] for dma in dmama.dma_list())  # a bad id never becomes a URL
+        return [row for dma_id in dma_ids for row in dmama.meters(dma_id)]
 
     rows = _fetch(context, "meter list", fetch)
     loaded = conform(rows, METERS, source=SOURCE, partition_key="snapshot")
