@@ -74,6 +74,7 @@ async def big_error(request: Request) -> Response:
 def hostile():
     app = Starlette(
         routes=[
+            Route("/nested/{depth}", nested),
             Route("/encoded/{kind}", encoded),
             Route("/pages/{kind}", pages),
             Route("/echo", echo),
@@ -206,3 +207,17 @@ def test_429s_neither_trip_the_breaker_nor_use_up_the_retry_count(hostile):
         assert http.get_json("/limited") == {"calls": 4}  # three 429s, then the answer
         assert http.limiter.deferrals == 3
     assert breaker.state == CircuitBreaker.CLOSED
+
+
+async def nested(request: Request) -> Response:
+    depth = int(request.path_params["depth"])
+    return Response(b'{"a":' * depth + b"1" + b"}" * depth, media_type="application/json")
+
+
+def test_json_deeper_than_the_cap_is_refused_though_it_decodes(hostile):
+    with ResilientClient("hostile", hostile.url, max_json_depth=64) as http:
+        assert http.get_json("/nested/64") is not None
+        with pytest.raises(PayloadError) as caught:
+            http.get_json("/nested/65")
+    assert caught.value.attempts == 1
+    assert str(caught.value) == "hostile: GET /nested/65 failed: JSON nested deeper than 64 levels (max_json_depth)"
