@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-__all__ = ["SLOT", "skew_summary", "slot_offsets"]
+__all__ = ["SLOT", "received_times", "skew_summary", "slot_offsets"]
 
 SLOT = timedelta(minutes=15)
 
@@ -97,3 +97,25 @@ def skew_summary(offsets: pl.DataFrame, *, entity: str = "dma_id") -> dict:
         "max_clock_skew_s": max((abs(v) for v in by_entity.values()), default=0.0),
         "clock_skew_s_by_entity": by_entity,
     }
+
+
+def received_times(
+    stored: pl.DataFrame,
+    rejects: pl.DataFrame | None = None,
+    *,
+    entity: str = "dma_id",
+    timestamp: str = "timestamp",
+) -> pl.DataFrame:
+    """(entity, timestamp) of every row the source sent for a load: the stored rows plus the rows conform
+    set aside (read back from their ``raw_payload`` JSON), so `slot_offsets` sees the shifted rows that
+    fell outside the window. Timestamps as UTC datetimes; unparseable ones are dropped by `slot_offsets`.
+    """
+    kept = stored.select(pl.col(entity).cast(pl.String), pl.col(timestamp).cast(pl.Datetime("us", "UTC")))
+    if rejects is None or rejects.height == 0:
+        return kept
+    raw = pl.col("raw_payload")
+    set_aside = rejects.select(
+        raw.str.json_path_match(f"$.{entity}").alias(entity),
+        raw.str.json_path_match(f"$.{timestamp}").str.to_datetime(strict=False, time_zone="UTC").alias(timestamp),
+    )
+    return pl.concat([kept, set_aside.cast({timestamp: pl.Datetime("us", "UTC")})])

@@ -86,3 +86,24 @@ def test_summary_counts_skewed_series_and_the_largest_skew():
         "max_clock_skew_s": 7200.0,
         "clock_skew_s_by_entity": {"DMA-0002": 3600.0, "DMA-0003": -7200.0},
     }
+
+
+def test_stored_rows_and_their_rejects_tell_the_skew_the_stored_rows_alone_hide():
+    from quality.conform import conform
+    from quality.dmama import FLOW_READINGS
+    from quality.slot_grid import received_times
+    from simulators.dmama import DmamaSimulator
+
+    sim = DmamaSimulator()
+    truth = sim.flow_readings("DMA-0002", START, DAY)
+    hour_late = [datetime.fromisoformat(row["timestamp"]) + timedelta(hours=1) for row in truth]
+    late = [
+        {**row, "dma_id": "DMA-0002", "timestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for row, t in zip(truth, hour_late, strict=True)
+    ]
+    loaded = conform(late, FLOW_READINGS, source="dmama", partition_key="2026-03-02", window=(START, DAY))
+    assert (loaded.frame.height, loaded.rejects.height) == (92, 4)
+    alone = slot_offsets(received_times(loaded.frame), START, DAY).to_dicts()[0]
+    assert alone["skewed"] is False and alone["missing_slots"] == 4  # looks like a gap at the start
+    both = slot_offsets(received_times(loaded.frame, loaded.rejects), START, DAY).to_dicts()[0]
+    assert (both["skewed"], both["skew_s"], both["received"]) == (True, 3600.0, 96)
