@@ -1,16 +1,33 @@
-"""The analyst catalog asset: the DuckDB file analysts open, with a documented view per lake table."""
+"""The analyst catalog: the DuckDB file analysts open, with a documented view per lake table.
+
+Its tables and its lineage come from the assets themselves: every asset declares the lake tables it writes
+(``assets/lake_tables.py``), and ``catalog_defs`` turns whatever the sources contribute into one asset that
+depends on all of them. A new source shows up in the catalog without touching this module.
+"""
+
+from collections.abc import Sequence
 
 import dagster as dg
 
-from assets import dmama
-from quality.conform import rejects_table
-from quality.dmama import TABLES as DMAMA_TABLES
-from quality.scada import HISTORIAN_POINTS
-from quality.scada import TABLES as SCADA_TABLES
+from assets.lake_tables import lake_tables_by_asset
 from resources.catalog import AnalystCatalog, SqlView
-from resources.lake import Lake
+from resources.lake import Lake, LakeTable
 
-LAKE_TABLES = (*DMAMA_TABLES, *(rejects_table(t) for t in DMAMA_TABLES), *SCADA_TABLES, rejects_table(HISTORIAN_POINTS))
+ANALYST_CATALOG_KEY = dg.AssetKey(["exports", "analyst_catalog"])
+
+# Publish when the catalog is missing, republish when a source lands new data; never while a source is still
+# loading, and not while any upstream partition's latest blocking check failed (re-running that partition
+# clean releases it). Views read the lake directly, so this is about new tables, new columns and tables
+# that first get data. Neither ``eager()`` nor ``all_deps_blocking_checks_passed()``: both ask every
+# upstream partition to exist or to have passed, which hourly history never will.
+CATALOG_AUTOMATION = (
+    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated().since_last_handled())
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+    )
+).with_label("republish when a source lands data")
 
 
 def derived_views(local_timezone: str) -> list[SqlView]:
@@ -49,25 +66,49 @@ def derived_views(local_timezone: str) -> list[SqlView]:
     ]
 
 
-@dg.asset(
-    key_prefix="exports",
-    group_name="exports",
-    kinds={"duckdb"},
-    deps=[dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings],
-    owners=["team:data-platform"],
-    tags={"consumer": "analysts"},
-)
-def analyst_catalog(catalog: AnalystCatalog, lake: Lake) -> dg.MaterializeResult:
-    """The DuckDB file analysts open read-only: a commented view over every lake table (raw and
-    rejects) plus derived marts such as night flow. Views read the lake directly, so new partitions
-    show up without republishing; republish when a table is added or first receives data."""
-    published = catalog.publish(lake, LAKE_TABLES, derived_views(catalog.local_timezone))
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(published.path),
-            "views": published.views,
-            "tables_without_data": ", ".join(published.empty_tables) or "none",
-            "size_kb": round(published.bytes / 1024, 1),
-            "open_with": f"duckdb.connect({published.path!r}, read_only=True)",
-        }
+def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ...]]) -> dg.AssetsDefinition:
+    """The catalog asset over the given lake tables, depending on the assets that write them."""
+    tables = tuple(table for declared in tables_by_asset.values() for table in declared)
+
+    @dg.asset(
+        key=ANALYST_CATALOG_KEY,
+        group_name="exports",
+        kinds={"duckdb"},
+        deps=list(tables_by_asset),
+        owners=["team:data-platform"],
+        tags={"consumer": "analysts"},
+        automation_condition=CATALOG_AUTOMATION,
+        metadata={"lake_tables": ", ".join(f"{t.layer}.{t.name}" for t in tables)},
     )
+    def analyst_catalog(catalog: AnalystCatalog, lake: Lake) -> dg.MaterializeResult:
+        """The DuckDB file analysts open read-only: a commented view over every lake table (raw, staging,
+        marts and rejects) plus derived marts such as night flow. Views read the lake directly, so new
+        partitions show up without republishing; it is republished by itself when a source lands data."""
+        published = catalog.publish(lake, tables, derived_views(catalog.local_timezone))
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(published.path),
+                "views": published.views,
+                "tables_without_data": ", ".join(published.empty_tables) or "none",
+                "size_kb": round(published.bytes / 1024, 1),
+                "open_with": f"duckdb.connect({published.path!r}, read_only=True)",
+            }
+        )
+
+    return analyst_catalog
+
+
+def catalog_tables(assets: Sequence) -> tuple[LakeTable, ...]:
+    """Every lake table the given assets declare, in asset-key order."""
+    return tuple(table for declared in lake_tables_by_asset(assets).values() for table in declared)
+
+
+def catalog_defs(sources: dg.Definitions) -> dg.Definitions:
+    """The catalog asset and its job, over every lake table the ``sources`` declare."""
+    asset = analyst_catalog_asset(lake_tables_by_asset(sources.assets or []))
+    job = dg.define_asset_job(
+        "analyst_catalog_job",
+        selection=dg.AssetSelection.assets(ANALYST_CATALOG_KEY),
+        description="Publish the analysts' DuckDB catalog over the lake (it also republishes by itself).",
+    )
+    return dg.Definitions(assets=[asset], jobs=[job])

@@ -13,9 +13,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.lake_tables import lake_metadata
 from assets.partitions import daily, hourly
+from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.conform import Conformed, conform, rejects_table
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.slot_grid import skew_summary, slot_offsets
 from resources.dmama import DmamaClient
 from resources.http import SourceError
@@ -52,11 +53,11 @@ def _common(table: LakeTable, fresh_within: timedelta) -> dict:
         "key_prefix": SOURCE,
         "group_name": SOURCE,
         "owners": ["team:network"],
-        "metadata": {
-            "dagster/column_schema": table.dagster_column_schema(),
-            "lake_table": f"{table.layer}.{table.name}",
-        },
+        "metadata": lake_metadata(table, rejects_table(table)),
         "tags": {"source": SOURCE},
+        # Every DMAMA request shares the source's rate limit, however the run was launched (schedule,
+        # job, or a backfill from the asset graph): the pool's limit is set on the instance.
+        "pool": SOURCE,
     }
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from assets.lake_tables import lake_metadata
 from assets.partitions import hourly
 from collector import spool
 from quality import timeseries
@@ -33,16 +34,13 @@ from resources.scada_spool import ScadaSpool
 SOURCE = "scada"
 
 
-def _common(table, kinds: set[str]) -> dict:
+def _common(table, kinds: set[str], *also) -> dict:
     return {
         "key_prefix": SOURCE,
         "group_name": SOURCE,
         "owners": ["team:operations"],
         "kinds": kinds,
-        "metadata": {
-            "dagster/column_schema": table.dagster_column_schema(),
-            "lake_table": f"{table.layer}.{table.name}",
-        },
+        "metadata": lake_metadata(table, *also),
         "tags": {"source": SOURCE},
     }
 
@@ -137,7 +135,7 @@ def window_alerts(
     name="historian_points",
     partitions_def=hourly,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    **_common(HISTORIAN_POINTS, {"http", "parquet"}),
+    **_common(HISTORIAN_POINTS, {"http", "parquet"}, rejects_table(HISTORIAN_POINTS)),
 )
 def historian_points(context: dg.AssetExecutionContext, historian: HistorianClient, lake: Lake) -> dg.MaterializeResult:
     """One-minute samples of every SCADA tag from the plant historian, one file per hour: the source for

@@ -1,7 +1,8 @@
 """Threshold alerts evaluated in line, on every batch a reader emits, before it is spooled.
 
-A rule file (YAML) lists rules; each matches a sensor type, or one exact point (``unit_id`` +
-``sensor_type``), and has exactly one condition::
+The shipped rules are the inline alarms of the sensor limits file (``resources/sensor_limits.yaml``, the
+one the window checks read too, see ``resources.sensor_limits``). A rule file (YAML) lists rules; each
+matches a sensor type, or one exact point (``unit_id`` + ``sensor_type``), and has exactly one condition::
 
     rules:
       - name: temperature_high
@@ -30,19 +31,19 @@ import contextlib
 import logging
 import math
 import os
-import string
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from collector.config import ConfigError, load_yaml, validate_model
 from collector.points import GOOD, UNCERTAIN, Point
-from resources.notifier import Notification, NotificationOutcome
+from resources.notifications import Notification, NotificationOutcome
+from resources.sensor_limits import SEVERITY_RANK, Alarm, Band, LimitsFile
+from resources.yaml_files import ConfigError, load_yaml, validate_model
 
 __all__ = [
     "Alert",
@@ -51,13 +52,9 @@ __all__ = [
     "Rule",
     "RuleFile",
     "load_rules",
+    "rules_from_limits",
 ]
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-TEMPLATE_FIELDS = frozenset(
-    {"value", "unit", "unit_id", "sensor_type", "threshold", "device", "source", "severity", "rule"}
-)
-CONDITIONS = ("greater_than", "less_than", "equals", "outside", "rate_of_change")
 _EVALUATED = frozenset({GOOD, UNCERTAIN})
 _LATENCY_SAMPLES = 1000
 _RECENT_ALERTS = 20
@@ -68,86 +65,14 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------- rules
 
 
-class Band(BaseModel):
-    """The normal band of ``outside``: a value below ``low`` or above ``high`` breaches."""
+class Rule(Alarm):
+    """One alert rule: an alarm (exactly one condition) for a sensor type or for one exact point."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Band:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
-        return self
-
-
-class Rule(BaseModel):
-    """One alert rule; exactly one of the condition fields is set."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     sensor_type: str = Field(min_length=1)
     unit_id: str | None = Field(default=None, description="Set to match one exact point instead of a sensor type.")
     units: frozenset[str] | None = Field(
         default=None, description="Match only points in one of these units (e.g. flow in L/min, not m³/h)."
     )
-    greater_than: float | None = None
-    less_than: float | None = None
-    equals: float | None = None
-    outside: Band | None = None
-    rate_of_change: float | None = Field(default=None, gt=0, description="Largest plausible change per second.")
-    severity: Literal["info", "warning", "critical"] = "warning"
-    group: str | None = Field(default=None, description="Rules of one group escalate; defaults to the rule name.")
-    message: str = "{rule}: {sensor_type} {value} {unit} on {unit_id} (threshold {threshold})"
-    title: str = "{severity} {sensor_type} alert on {unit_id}"
-    cooldown_s: float = Field(default=300.0, ge=0)
-
-    @model_validator(mode="after")
-    def _one_condition(self) -> Rule:
-        given = [name for name in CONDITIONS if getattr(self, name) is not None]
-        if len(given) != 1:
-            found = ", ".join(given) if given else "none"
-            raise ValueError(f"a rule needs exactly one condition of {', '.join(CONDITIONS)} (found {found})")
-        return self
-
-    @field_validator("message", "title")
-    @classmethod
-    def _template(cls, template: str) -> str:
-        try:
-            names = {
-                name.split(".")[0].split("[")[0]
-                for _, name, _, _ in string.Formatter().parse(template)
-                if name is not None
-            }
-        except ValueError as error:
-            raise ValueError(f"not a valid template: {error}") from None
-        unknown = sorted(names - TEMPLATE_FIELDS)
-        if unknown or "" in names:
-            bad = ", ".join("{" + name + "}" for name in unknown) or "{}"
-            raise ValueError(f"unknown placeholder {bad}; use {', '.join(sorted(TEMPLATE_FIELDS))}")
-        try:
-            template.format_map(_sample_fields())
-        except (ValueError, TypeError, KeyError, IndexError) as error:
-            raise ValueError(f"template does not format: {error}") from None
-        return template
-
-    @property
-    def condition(self) -> str:
-        return next(name for name in CONDITIONS if getattr(self, name) is not None)
-
-    @property
-    def group_key(self) -> str:
-        return self.group or self.name
-
-    @property
-    def threshold_text(self) -> str:
-        if self.outside is not None:
-            return f"{self.outside.low:g}..{self.outside.high:g}"
-        value = getattr(self, self.condition)
-        return f"{value:g}/s" if self.rate_of_change is not None else f"{value:g}"
 
 
 class RuleFile(BaseModel):
@@ -159,11 +84,16 @@ class RuleFile(BaseModel):
 
 
 def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
-    """The rules in ``path``; ``ConfigError`` names the file, line and field of every problem."""
+    """The rules in ``path``: a rule file (``rules:``) or a sensor limits file (``sensor_types:``, whose
+    inline alarms become rules). ``ConfigError`` names the file, line and field of every problem."""
     document = load_yaml(path)
     data = document.data if document.data is not None else {"rules": []}
+    if isinstance(data, dict) and "sensor_types" in data:
+        limits = validate_model(LimitsFile, data, document)
+        assert limits is not None  # validate_model raises when no problem list is given
+        return rules_from_limits(limits)
     parsed = validate_model(RuleFile, data, document)
-    assert parsed is not None  # validate_model raises when no problem list is given
+    assert parsed is not None
     first: dict[str, int] = {}
     problems = []
     for index, rule in enumerate(parsed.rules):
@@ -177,18 +107,17 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
     return parsed.rules
 
 
-def _sample_fields() -> dict[str, Any]:
-    return {
-        "value": 1.5,
-        "unit": "bar",
-        "unit_id": "UNIT001",
-        "sensor_type": "pressure",
-        "threshold": "1",
-        "device": "device",
-        "source": "mqtt",
-        "severity": "warning",
-        "rule": "rule",
-    }
+def rules_from_limits(limits: LimitsFile) -> list[Rule]:
+    """The inline rules of a sensor limits file: each alarm not marked ``inline: false``, for its sensor
+    type and (when the type names them) its alarm units."""
+    rules = []
+    for sensor_type, limit in limits.sensor_types.items():
+        units = frozenset(limit.alarm_units) if limit.alarm_units else None
+        for alarm in limit.alarms:
+            if alarm.inline:
+                fields = alarm.model_dump(exclude={"inline"})
+                rules.append(Rule(sensor_type=sensor_type, units=units, **fields))
+    return rules
 
 
 # ---------------------------------------------------------------------------------------- alerts

@@ -34,10 +34,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from collector.points import BAD, COMM_FAIL, GOOD, Emit, Point, now_micros
+from resources.retry import RetryPolicy
+from resources.yaml_files import ConfigError, load_model
 
 __all__ = [
     "BIT_FUNCTIONS",
@@ -413,30 +414,8 @@ class ModbusDeviceConfig(BaseModel):
         return point.plant_unit_id.replace("{unit}", self.plant_unit_id)
 
 
-# libyaml's loader when the wheel has it (about 7 times faster than the pure-Python one).
-_YAML_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _yaml_line(root: yaml.Node | None, loc: Iterable[int | str]) -> int | None:
-    """1-based line of the YAML node at a pydantic error location (the deepest one that exists)."""
-    node, line = root, None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
-
-
 def load_register_map(path: str | Path) -> RegisterMap:
-    """Read and validate a register map; errors name the file, the line and the field.
+    """Read and validate a register map; errors (``ConfigError``) name the file, the line and the field.
 
     Many devices usually share one map: a file is parsed once per version (path, size, mtime).
     """
@@ -444,32 +423,15 @@ def load_register_map(path: str | Path) -> RegisterMap:
     try:
         stat = path.stat()
     except OSError as error:
-        raise ValueError(f"register map {path}: cannot read: {error.strerror or error}") from None
+        raise ConfigError([f"{path}: cannot read register map: {error.strerror or error}"]) from None
     cached = _load_register_map(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     return cached.model_copy(update={"registers": list(cached.registers)})
 
 
 @lru_cache(maxsize=64)
 def _load_register_map(path: str, _size: int, _mtime_ns: int) -> RegisterMap:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ValueError(f"register map {path}: cannot read: {error.strerror or error}") from None
-    try:
-        document = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as error:
-        raise ValueError(f"register map {path}: not valid YAML: {error}") from None
-    try:
-        return RegisterMap.model_validate(document if document is not None else {})
-    except ValidationError as error:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)  # line numbers, needed only to report
-        problems = []
-        for item in error.errors():
-            where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in item["loc"]).replace(".[", "[")
-            line = _yaml_line(root, item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}:{line or 1}: {where or '(top level)'}: {message}")
-        raise ValueError("invalid register map\n  " + "\n  ".join(problems)) from None
+    # Register maps name devices, not secrets: no ${VAR} substitution.
+    return load_model(path, RegisterMap, substitute_env=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,6 +540,11 @@ class _Failure(Exception):
         self.connection_lost, self.permanent = connection_lost, permanent
 
 
+def _transient(error: BaseException) -> bool:
+    """Worth another attempt: a failure of this request that the device may not repeat."""
+    return isinstance(error, _Failure) and not error.permanent
+
+
 @dataclass
 class _Stats:
     requests: int = 0
@@ -605,7 +572,15 @@ class ModbusReader:
         self._where = f'modbus device "{config.name}" ({config.host}:{config.port} unit {config.unit_id})'
         self._client: Any = None
         self._ever_connected = False
-        self._backoff_s = config.reconnect_initial_s
+        self._reconnect = RetryPolicy(
+            initial_s=config.reconnect_initial_s, factor=2.0, max_delay_s=config.reconnect_max_s
+        ).backoff()
+        # Transient failures of one request: ``retries`` more attempts, ``retry_delay_s`` apart.
+        delay = config.retry_delay_s
+        self._request_retry = RetryPolicy(
+            max_attempts=config.retries + 1, initial_s=delay, factor=1.0, max_delay_s=delay
+        )
+        self._backoff_s = 0.0
         self._next_connect_at = 0.0
         self._stats = _Stats()
         self.strings: dict[str, str] = {}
@@ -658,21 +633,21 @@ class ModbusReader:
                 self._stats.reconnects += 1
                 log.info("%s: reconnected", self._where)
             self._ever_connected = True
-            self._backoff_s = cfg.reconnect_initial_s
+            self._reconnect.reset()
             self._next_connect_at = 0.0
             return True
         client.close()
+        self._backoff_s = self._reconnect.next()
         elapsed = time.monotonic() - started
         reason = f"timed out after {cfg.timeout_s:g} s" if elapsed >= cfg.timeout_s * 0.9 else "refused or unreachable"
         self._record("connect_failed", f"connect failed ({reason}); next attempt in {self._backoff_s:g} s")
         log.error("%s: connect failed (%s); next attempt in %g s", self._where, reason, self._backoff_s)
-        self._schedule_reconnect()
+        self._next_connect_at = time.monotonic() + self._backoff_s
         return False
 
     def _schedule_reconnect(self) -> None:
-        """Next connection attempt after the current backoff, which doubles up to reconnect_max_s."""
-        self._next_connect_at = time.monotonic() + self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, self.config.reconnect_max_s)
+        """Next connection attempt after the next backoff, which doubles up to reconnect_max_s."""
+        self._next_connect_at = time.monotonic() + self._reconnect.next()
 
     def _drop_client(self) -> None:
         if self._client is not None:
@@ -715,22 +690,26 @@ class ModbusReader:
 
     async def _read(self, plan: _Plan) -> list[int] | list[bool]:
         """A request with its retries: transient failures retried, a lost connection re-opened."""
-        cfg = self.config
-        attempt = 0
-        while True:
-            try:
-                return await self._read_once(plan)
-            except _Failure as failure:
-                if failure.permanent or attempt >= cfg.retries:
-                    if attempt:
-                        failure.reason += f" (after {attempt + 1} attempts)"
-                    raise
-                attempt += 1
-                await asyncio.sleep(cfg.retry_delay_s)
-                if failure.connection_lost or not self.connected:
-                    # A retry over a dropped connection starts with a fresh one (a restarted PLC
-                    # comes back within the retries without waiting for the backoff).
-                    await self._connect()
+        attempts = 0
+        reconnect = False
+        try:
+            async for attempt in self._request_retry.async_retrying(retry_if=_transient):
+                with attempt:
+                    if attempts and (reconnect or not self.connected):
+                        # A retry over a dropped connection starts with a fresh one (a restarted PLC
+                        # comes back within the retries without waiting for the backoff).
+                        await self._connect()
+                    attempts += 1
+                    try:
+                        return await self._read_once(plan)
+                    except _Failure as failure:
+                        reconnect = failure.connection_lost
+                        raise
+        except _Failure as failure:
+            if attempts > 1:
+                failure.reason += f" (after {attempts} attempts)"
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def poll_once(self) -> list[Point]:
         """Read every request once; the points that pass their deadband (COMM_FAIL for failed reads)."""

@@ -48,6 +48,8 @@ from pydantic import (
 )
 
 from collector.points import BAD, COMM_FAIL, GOOD, UNCERTAIN, Emit, Point, now_micros
+from resources.retry import RetryPolicy
+from resources.yaml_files import load_model
 
 if TYPE_CHECKING:
     from asyncua import Client
@@ -200,6 +202,9 @@ class ReconnectSettings(BaseModel):
     max_s: float = Field(30.0, gt=0)
     factor: float = Field(2.0, ge=1)
 
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(initial_s=self.initial_s, factor=self.factor, max_delay_s=self.max_s)
+
 
 class OpcUaEndpointConfig(BaseModel):
     """One OPC UA server and the variables read from it.
@@ -260,67 +265,30 @@ class OpcUaEndpointConfig(BaseModel):
         return self
 
 
+class NodeMapFile(BaseModel):
+    """A node map file: ``nodes`` (a bare list is read as such) and ``defaults`` that fill each node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[NodeMapping]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("defaults"), dict) and isinstance(data.get("nodes"), list):
+            defaults = data["defaults"]
+            nodes = [{**defaults, **node} if isinstance(node, dict) else node for node in data["nodes"]]
+            return {**data, "nodes": nodes}
+        return data
+
+
 def load_node_map(path: Path | str) -> list[NodeMapping]:
     """Read a node map file: a list of nodes, or ``{defaults: {...}, nodes: [...]}`` (defaults fill each node).
 
-    Errors name the file, the line and the field: ``maps/ps.yaml, line 14: nodes[3].unit_id: Field required``.
+    Errors (``ConfigError``) name the file, the line and the field: ``maps/ps.yaml:14: nodes[3].unit_id: …``.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read node map {path}: {exc.strerror or exc}") from exc
-    try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-
-    def line_of(*loc: Any) -> int:
-        node = tree
-        for position, key in enumerate(loc):
-            if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-                node = node.value[key]
-            elif isinstance(node, yaml.MappingNode):
-                match = next(((k, v) for k, v in node.value if k.value == key), None)
-                if match is None:
-                    break
-                # The key's own line for the last step: that is where the faulty field is written.
-                node = match[0] if position == len(loc) - 1 else match[1]
-            else:
-                break
-        return (node.start_mark.line + 1) if node is not None else 1
-
-    if isinstance(data, list):
-        entries, defaults, prefix = data, {}, ()
-    elif isinstance(data, dict) and isinstance(data.get("nodes"), list):
-        unknown = set(data) - {"nodes", "defaults"}
-        if unknown:
-            key = sorted(unknown)[0]
-            raise ValueError(f"{path}, line {line_of(key)}: unknown key {key!r} (expected nodes, defaults)")
-        entries, defaults, prefix = data["nodes"], data.get("defaults") or {}, ("nodes",)
-    else:
-        raise ValueError(f"{path}: expected a list of nodes, or a mapping with a 'nodes' list")
-    if not isinstance(defaults, dict):
-        raise ValueError(f"{path}, line {line_of('defaults')}: defaults must be a mapping")
-    nodes = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"{path}, line {line_of(*prefix, index)}: {'.'.join(prefix) or 'nodes'}[{index}] is not a mapping"
-            )
-        try:
-            nodes.append(NodeMapping.model_validate({**defaults, **entry}))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field_loc = tuple(error["loc"])
-            line = (
-                line_of(*prefix, index, *field_loc) if field_loc and field_loc[0] in entry else line_of(*prefix, index)
-            )
-            where = f"{prefix[0] if prefix else 'nodes'}[{index}]" + "".join(f".{part}" for part in field_loc)
-            message = error["msg"].removeprefix("Value error, ")
-            raise ValueError(f"{path}, line {line}: {where}: {message}") from None
-    return nodes
+    return list(load_model(path, NodeMapFile, substitute_env=False, bare_list_key="nodes").nodes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,8 +521,7 @@ class OpcUaReader:
 
     async def run(self, emit: Emit) -> None:
         """Connect, read, and on any failure mark the points COMM_FAIL once and reconnect with backoff."""
-        backoff = self.config.reconnect
-        delay = backoff.initial_s
+        backoff = self.config.reconnect.policy().backoff()
         while True:
             sessions_before = self._sessions
             try:
@@ -569,11 +536,11 @@ class OpcUaReader:
             except Exception as exc:
                 self._error(f"OPC UA endpoint {self.name!r} ({self.config.url}): {_describe(exc)}")
             if self._sessions > sessions_before:
-                delay = backoff.initial_s  # it worked for a while: retry soon
+                backoff.reset()  # it worked for a while: retry soon
             await self._comm_fail(emit)
+            delay = backoff.next()
             logger.info("OPC UA endpoint %r: reconnecting in %.1f s", self.name, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * backoff.factor, backoff.max_s)
 
     def health(self) -> dict[str, Any]:
         return {

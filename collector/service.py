@@ -35,10 +35,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from collector.alerts import AlertEngine
-from collector.config import CollectorConfig, ConfigError, load_config, protocol_module
+from collector.config import CollectorConfig, ConfigError, health_url, load_config, protocol_module
 from collector.points import Emit, Point, Reader
 from collector.spool import Spool, SpoolError, SpoolFullError
-from resources.notifier import Notifier, NotifierChannel
+from resources.notifications import ChannelSettings, NotificationSender, notifier_retry_policy
+from resources.retry import RetryPolicy
 
 __all__ = ["Collector", "main", "run_collector", "status"]
 
@@ -46,7 +47,9 @@ SEAL_INTERVAL_S = 1.0
 RATE_WINDOW_S = 10  # points per second are averaged over this many seal ticks
 SHUTDOWN_ALERT_DRAIN_S = 5.0
 READER_STOP_TIMEOUT_S = 10.0
-MAX_RESTART_BACKOFF_S = 60.0
+# A reader that crashes is started again after 1 s, 2 s, 4 s … up to a minute, for as long as it takes
+# (only the policy's backoff schedule is used: a supervisor never gives up on a reader).
+RESTART_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, max_delay_s=60.0)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class Collector:
         self._clock = clock
         self._extra_readers = list(readers)
         self.spool: Spool | None = None
-        self.notifier: Notifier | None = None
+        self.notifier: NotificationSender | None = None
         self.alerts: AlertEngine | None = None
         self._states: dict[str, _ReaderState] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -126,11 +129,10 @@ class Collector:
     async def _start_rest(self) -> None:
         assert self.spool is not None
         notifier_settings = self.config.notifier
-        self.notifier = Notifier(
-            channels=[NotifierChannel(**channel) for channel in notifier_settings.channels],
-            record_dir=str(notifier_settings.record_dir),
-            retries=notifier_settings.retries,
-            backoff_base_s=notifier_settings.backoff_base_s,
+        self.notifier = NotificationSender(
+            [ChannelSettings(**channel) for channel in notifier_settings.channels],
+            record_dir=notifier_settings.record_dir,
+            retry=notifier_retry_policy(notifier_settings.retries, notifier_settings.backoff_base_s),
         )
         alert_settings = self.config.alerts
         rules = self.config.alert_rules if alert_settings.enabled else []
@@ -236,7 +238,7 @@ class Collector:
 
     async def _supervise(self, state: _ReaderState) -> None:
         """Run a reader; if it raises (it should not), log it and start it again with backoff."""
-        backoff = 1.0
+        backoff = RESTART_POLICY.backoff()
         emit = self._emit_for(state)
         while True:
             state.running = True
@@ -249,9 +251,9 @@ class Collector:
                 state.running = False
                 state.restarts += 1
                 state.last_error = f"{type(error).__name__}: {error}"
-                log.exception("collector: reader %s crashed; restarting in %.0f s", state.reader.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_RESTART_BACKOFF_S)
+                wait_s = backoff.next()
+                log.exception("collector: reader %s crashed; restarting in %.0f s", state.reader.name, wait_s)
+                await asyncio.sleep(wait_s)
                 continue
             state.running = False
             log.info("collector: reader %s finished", state.reader.name)
@@ -342,8 +344,7 @@ class Collector:
         server = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
         self._server = server
         self._server_task = asyncio.create_task(server.serve(sockets=[sock]), name="health-endpoint")
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        self.health_url = f"http://{host}:{port}/health"
+        self.health_url = settings.url(port)
         for _ in range(500):
             if server.started or self._server_task.done():
                 break
@@ -428,13 +429,24 @@ def main(config_path: str) -> int:
     return 0
 
 
-def status(url: str) -> int:
+def status(url: str | None = None, config_path: str | None = None) -> int:
     """``ihub collect status``: print the health of a running collector as tables.
 
-    Returns 0 when it is ok, 1 when degraded or failing, 2 when it does not answer.
+    Asks ``url``, else the health endpoint ``config_path`` configures, else the collector's default.
+    Returns 0 when it is ok, 1 when degraded, failing or losing messages at the broker, 2 when it does
+    not answer (or the configuration is invalid).
     """
     import httpx
 
+    if url is None:
+        if config_path is None:
+            url = health_url()
+        else:
+            try:
+                url = load_config(config_path).health.url()
+            except ConfigError as error:
+                print(f"collector: invalid configuration:\n{error}", file=sys.stderr)
+                return 2
     if not url.rstrip("/").endswith("/health"):
         url = url.rstrip("/") + "/health"
     try:
@@ -444,7 +456,19 @@ def status(url: str) -> int:
         print(f"collector at {url} does not answer: {error}", file=sys.stderr)
         return 2
     print(format_status(document))
+    if broker_drops(document):
+        return 1
     return 0 if document.get("status") == "ok" else 1
+
+
+def broker_drops(document: dict[str, Any]) -> dict[str, int]:
+    """Readers whose broker reports messages it dropped (Mosquitto's ``$SYS`` counters), and how many."""
+    drops = {}
+    for name, entry in (document.get("readers") or {}).items():
+        count = entry.get("broker_dropped_messages") if isinstance(entry, dict) else None
+        if isinstance(count, int | float) and not isinstance(count, bool) and count > 0:
+            drops[name] = int(count)
+    return drops
 
 
 def format_status(document: dict[str, Any]) -> str:
@@ -453,6 +477,12 @@ def format_status(document: dict[str, Any]) -> str:
         f"collector: {str(document.get('status', '?')).upper()}   up {_duration(document.get('uptime_s', 0))}"
         f"   since {document.get('started_at')}"
     ]
+    for name, count in broker_drops(document).items():
+        lines.append(
+            f"WARNING: the MQTT broker of reader {name} dropped {count:,} message(s) before the collector received"
+            " them (Mosquitto $SYS); raise its max_queued_messages / max_inflight_messages (deploy/mosquitto.conf,"
+            " docs/protocols/mqtt.md)"
+        )
     readers = document.get("readers") or {}
     rows = [
         [

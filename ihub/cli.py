@@ -7,7 +7,8 @@ import sys
 import warnings
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (the docs' commands are tested against it: tests/test_cli_docs.py)."""
     parser = argparse.ArgumentParser(
         prog="ihub",
         description="Integration hub: Dagster-orchestrated ingestion, checks and analytics for a water utility.",
@@ -33,14 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run the SCADA edge collector, or ask a running one for its health",
         description=(
             "ihub collect --config collector.yaml runs the collector (Modbus TCP, OPC UA, MQTT → durable spool, "
-            "inline threshold alerts) until SIGTERM. ihub collect status [--url] prints a running collector's "
-            "health: per protocol connected or not, points/s, errors, spool backlog. The YAML is validated at "
-            "start; see collector.example.yaml."
+            "inline threshold alerts) until SIGTERM. ihub collect status [--url | --config] prints a running "
+            "collector's health: per protocol connected or not, points/s, errors, spool backlog, and a warning "
+            "when the MQTT broker reports dropped messages. The YAML is validated at start; see "
+            "collector.example.yaml."
         ),
     )
     collect.add_argument("action", nargs="?", choices=["run", "status"], default="run")
-    collect.add_argument("--config", help="collector YAML (for run)")
-    collect.add_argument("--url", default="http://127.0.0.1:8710/health", help="health endpoint (for status)")
+    collect.add_argument("--config", help="collector YAML (run: required; status: ask the health endpoint it sets)")
+    collect.add_argument(
+        "--url", help="health endpoint (status); default: --config's, else the collector's default health.port"
+    )
 
     browse = commands.add_parser(
         "browse",
@@ -79,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         "read-only and print the answer to one SQL statement.",
     )
     query.add_argument("sql", help='e.g. "SELECT * FROM marts.dma_night_flow ORDER BY night_of DESC LIMIT 5"')
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     # Dagster flags BackfillPolicy as beta on every import; a user of the CLI cannot act on that.
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from collector import service
 
         if args.action == "status":
-            return service.status(args.url)
+            return service.status(args.url, config_path=args.config)
         if not args.config:
             parser.error("ihub collect needs --config collector.yaml")
         return service.main(args.config)

@@ -22,10 +22,6 @@ from resources.lake import Lake, LakeTable
 # Checks run offline: no usage statistics, no network calls from GX.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
 
 @dataclass(frozen=True)
 class CheckInput:
@@ -58,9 +54,19 @@ def build_gx_checks(
     rules: Sequence[Rule],
     partitions_def: dg.TimeWindowPartitionsDefinition | None = None,
 ) -> dg.AssetChecksDefinition:
-    """One multi-check over ``table`` that validates the run's partitions once and reports per rule."""
+    """One multi-check over ``table`` that validates the run's partitions once and reports per rule.
+
+    The checks share the asset's partitions, so Dagster hands each check run exactly the partitions the
+    asset run wrote (one, or a backfill's range) and the UI shows a check result per partition.
+    """
     specs = [
-        dg.AssetCheckSpec(name=rule.name, asset=asset_key, description=rule.description, blocking=rule.blocking)
+        dg.AssetCheckSpec(
+            name=rule.name,
+            asset=asset_key,
+            description=rule.description,
+            blocking=rule.blocking,
+            partitions_def=partitions_def,
+        )
         for rule in rules
     ]
 
@@ -70,7 +76,7 @@ def build_gx_checks(
         description=f"Great Expectations suite for {table.layer}.{table.name}",
     )
     def _suite(context: dg.AssetCheckExecutionContext, lake: Lake) -> Iterator[dg.AssetCheckResult]:
-        window = run_time_window(context, partitions_def)
+        window = checked_window(context)
         frame = lake.read(table, *window) if window else lake.read(table)
         check_input = CheckInput(lake=lake, window=window, now=datetime.now(UTC))
         yield from validate(frame, rules, check_input, asset_key, table.name)
@@ -138,30 +144,12 @@ def validate(
         )
 
 
-def run_time_window(
-    context: dg.AssetCheckExecutionContext, partitions_def: dg.TimeWindowPartitionsDefinition | None
-) -> tuple[datetime, datetime] | None:
-    """The time span the run materialized, from its partition tags; the newest partition otherwise.
-
-    Asset checks do not receive a partition key of their own, so the run's tags are the source of truth
-    for which partitions were just written.
-    """
-    if partitions_def is None:
+def checked_window(context: dg.AssetCheckExecutionContext) -> tuple[datetime, datetime] | None:
+    """The time span of the partitions this check run judges (None for an unpartitioned table)."""
+    if not context.has_partition_key and not context.has_partition_key_range:
         return None
-    tags = context.run.tags
-    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
-        first, last = tags[RANGE_START_TAG], tags[RANGE_END_TAG]
-    elif PARTITION_TAG in tags:
-        first = last = tags[PARTITION_TAG]
-    else:
-        newest = partitions_def.get_last_partition_key()
-        if newest is None:
-            return None
-        first = last = newest
-    return (
-        partitions_def.time_window_for_partition_key(first).start,
-        partitions_def.time_window_for_partition_key(last).end,
-    )
+    window = context.partition_time_window
+    return window.start, window.end
 
 
 def _label(config: Any) -> str:

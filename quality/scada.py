@@ -127,17 +127,22 @@ def historian_as_points(frame: pl.DataFrame) -> pl.DataFrame:
 
 def historian_checks(partitions_def) -> dg.AssetChecksDefinition:
     """The same time-series rules as the live windows, over the historian partitions a run loaded."""
-    from quality.gx import run_time_window
+    from quality.gx import checked_window
 
     names = ["gross_range", "spikes", "rate_of_change", "flatline", "gaps"]
     specs = [
-        dg.AssetCheckSpec(n, asset=HISTORIAN_POINTS_KEY, description=f"Historian samples pass the {n} rule.")
+        dg.AssetCheckSpec(
+            n,
+            asset=HISTORIAN_POINTS_KEY,
+            description=f"Historian samples pass the {n} rule.",
+            partitions_def=partitions_def,
+        )
         for n in names
     ]
 
     @dg.multi_asset_check(specs=specs, name="scada_historian_checks")
     def _checks(context: dg.AssetCheckExecutionContext, lake: Lake) -> Iterator[dg.AssetCheckResult]:
-        window = run_time_window(context, partitions_def)
+        window = checked_window(context)
         assert window is not None
         start, end = window
         frame = historian_as_points(lake.read(HISTORIAN_POINTS, start, end))

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-import yaml
+
+from resources.sensor_limits import load_sensor_limits
 
 POINT = ["source", "device", "unit_id", "sensor_type"]
-RULES_FILE = Path(__file__).with_name("scada_rules.yaml")
 
 
 @dataclass(frozen=True)
@@ -38,25 +38,33 @@ class SensorLimits:
     alert_units: tuple[str, ...] = ()
 
 
-def periodic_sources(path: Path = RULES_FILE) -> list[str]:
+def periodic_sources(path: Path | None = None) -> list[str]:
     """Sources that report on a fixed interval; report-by-exception sources (OPC UA subscriptions) are
     silent while a value holds still, so silence there is not a gap and availability has no meaning."""
-    document = yaml.safe_load(path.read_text()) or {}
-    return list(document.get("periodic_sources") or ["mqtt", "modbus", "historian"])
+    return list(load_sensor_limits(path).periodic_sources)
 
 
-def load_limits(path: Path = RULES_FILE) -> dict[str, SensorLimits]:
-    """Limits per sensor type from YAML; an error names the file, the sensor type and the field."""
-    document = yaml.safe_load(path.read_text()) or {}
+def load_limits(path: Path | None = None) -> dict[str, SensorLimits]:
+    """Limits per sensor type from the sensor limits file the collector reads too (``IHUB_SENSOR_LIMITS``,
+    else ``resources/sensor_limits.yaml``); ``ConfigError`` names the file, the line and the field.
+
+    A window-level alert is judged by the most severe alarm limit on each side (``SensorType.window_limit``).
+    """
     limits = {}
-    for sensor_type, fields in (document.get("sensor_types") or {}).items():
-        try:
-            units = tuple(fields.pop("alert_units", ()) or ())
-            limits[sensor_type] = SensorLimits(sensor_type=sensor_type, alert_units=units, **fields)
-        except TypeError as error:
-            raise ValueError(f"{path}: sensor_types.{sensor_type}: {error}") from None
-        if limits[sensor_type].gross_min >= limits[sensor_type].gross_max:
-            raise ValueError(f"{path}: sensor_types.{sensor_type}: gross_min must be below gross_max")
+    for sensor_type, entry in load_sensor_limits(path).sensor_types.items():
+        limits[sensor_type] = SensorLimits(
+            sensor_type=sensor_type,
+            gross_min=entry.gross_min,
+            gross_max=entry.gross_max,
+            max_step=entry.max_step,
+            max_rate_per_s=entry.max_rate_per_s,
+            flatline_s=entry.flatline_s,
+            flatline_tolerance=entry.flatline_tolerance,
+            sample_interval_s=entry.sample_interval_s,
+            alert_above=entry.window_limit("above"),
+            alert_below=entry.window_limit("below"),
+            alert_units=entry.alarm_units,
+        )
     return limits
 
 

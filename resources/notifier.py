@@ -1,39 +1,28 @@
-"""Operator notifications: a generic JSON webhook, a LINE Messaging API–style push and SMTP email.
+"""The Dagster resource for operator notifications: configuration and a ``NotificationSender`` inside.
 
-One ``Notifier`` resource serves the Dagster runs (``send``, blocking) and the collector's alert path
-(``send_async``). Each configured channel is tried on its own, with retries and exponential backoff,
-so one channel being down never stops another; every notification, with each channel's outcome, is
-appended to a JSON-lines record file (``<record_dir>/notifications-YYYYMMDD.jsonl``, UTC date).
-
-Secrets (webhook and LINE tokens, the SMTP password) come only through fields filled from
-``dg.EnvVar`` (or ``${VAR}`` in the collector's YAML). They never appear in a repr, a log line, a
-record or an error message: errors are built from status codes and exception types, and scrubbed of
-every secret value and URL query string before they leave this module.
+Everything that sends lives in ``resources.notifications`` (plain Python, no Dagster) so the edge
+collector runs without the orchestrator installed; this module only makes it configurable from the
+Dagster side, with secrets from ``dg.EnvVar`` that Dagster resolves when the resource starts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import os
-import re
-import smtplib
-import ssl
-import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
-import httpx
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
+
+from resources.notifications import (
+    SEVERITIES,
+    ChannelOutcome,
+    ChannelSettings,
+    Notification,
+    NotificationOutcome,
+    NotificationSender,
+    notifier_retry_policy,
+)
 
 __all__ = [
     "SEVERITIES",
@@ -44,168 +33,20 @@ __all__ = [
     "NotifierChannel",
 ]
 
-SEVERITIES = ("info", "warning", "critical")
-Severity = Literal["info", "warning", "critical"]
-_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_LINE_TEXT_LIMIT = 5000  # LINE refuses longer text messages
-_DETAIL_CHARS = 200
-_QUERY_RE = re.compile(r"(https?://[^\s?#'\"]+)\?[^\s'\"]*")
 
-log = logging.getLogger(__name__)
+class NotifierChannel(dg.Config, ChannelSettings):
+    """One place notifications go (the fields of ``resources.notifications.ChannelSettings``), as Dagster
+    config: ``token`` and ``password`` take a ``dg.EnvVar``."""
 
-
-@dataclass(frozen=True)
-class Notification:
-    """What operators are told. ``at`` is when the condition was observed (UTC); ``source`` who saw it
-    (``mqtt``, ``modbus``, ``scada_window`` …)."""
-
-    severity: str
-    title: str
-    message: str
-    source: str = "ihub"
-    unit_id: str | None = None
-    sensor_type: str | None = None
-    value: float | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __post_init__(self) -> None:
-        if self.severity not in _RANK:
-            raise ValueError(f"notification severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
-        if self.at.tzinfo is None:
-            raise ValueError(f"notification time {self.at.isoformat()} has no time zone; use UTC")
-
-    def payload(self) -> dict[str, Any]:
-        """The webhook body: severity, title, message, source, unit_id, sensor_type, value, at (ISO UTC)."""
-        return {
-            "severity": self.severity,
-            "title": self.title,
-            "message": self.message,
-            "source": self.source,
-            "unit_id": self.unit_id,
-            "sensor_type": self.sensor_type,
-            "value": self.value,
-            "at": self.at.astimezone(UTC).isoformat(timespec="milliseconds"),
-        }
-
-    def text(self) -> str:
-        """Plain text for chat and email: ``[CRITICAL] title`` then the message."""
-        return f"[{self.severity.upper()}] {self.title}\n{self.message}"
-
-
-@dataclass(frozen=True)
-class ChannelOutcome:
-    """How one channel fared: delivered or not, after how many attempts, and the last error (scrubbed)."""
-
-    channel: str
-    kind: str
-    ok: bool
-    attempts: int
-    status: int | None = None
-    error: str | None = None
-    elapsed_ms: float = 0.0
-    skipped: bool = False
-
-
-@dataclass(frozen=True)
-class NotificationOutcome:
-    """A notification and what every channel did with it; ``id`` is also in the record file."""
-
-    id: str
-    notification: Notification
-    channels: tuple[ChannelOutcome, ...]
-
-    @property
-    def delivered(self) -> bool:
-        """Every channel that was due (not skipped for severity) delivered it."""
-        return all(outcome.ok for outcome in self.channels if not outcome.skipped)
-
-    @property
-    def failed(self) -> list[str]:
-        return [outcome.channel for outcome in self.channels if not outcome.ok and not outcome.skipped]
-
-
-class NotifierChannel(dg.Config):
-    """One place notifications go. ``kind`` says which fields apply:
-
-    - ``webhook``: ``url`` (POST JSON), optional ``token`` sent as ``Authorization: Bearer``.
-    - ``line``: ``token`` (channel access token), ``to`` (user/group ids), ``base_url``.
-    - ``smtp``: ``host``, ``port``, ``from_addr``, ``to``, optional ``username``/``password``,
-      ``starttls`` (upgrade a plain connection) or ``ssl`` (implicit TLS, usually port 465).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["webhook", "line", "smtp"] = Field(description="webhook, line or smtp.")
-    name: str = Field(default="", description="Name in records and logs; defaults to the kind.")
-    enabled: bool = Field(default=True, description="False keeps the channel configured but sends nothing to it.")
-    min_severity: Severity = Field(default="info", description="Lower severities are not sent here.")
-    timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one attempt, seconds.")
-    url: str | None = Field(default=None, description="webhook: the URL to POST to.")
-    token: str | None = Field(
-        default=None, repr=False, description="webhook: bearer token; line: channel access token. Use dg.EnvVar."
-    )
-    base_url: str = Field(default="https://api.line.me", description="line: API base URL.")
-    to: list[str] = Field(default_factory=list, description="line: user or group ids; smtp: recipient addresses.")
-    host: str | None = Field(default=None, description="smtp: server host.")
-    port: int = Field(default=587, description="smtp: server port.")
-    starttls: bool = Field(default=True, description="smtp: upgrade the connection with STARTTLS.")
-    ssl: bool = Field(default=False, description="smtp: connect with implicit TLS (SMTPS); starttls is then ignored.")
-    username: str | None = Field(default=None, description="smtp: login user.")
-    password: str | None = Field(default=None, repr=False, description="smtp: login password. Use dg.EnvVar.")
-    from_addr: str | None = Field(default=None, description="smtp: sender address.")
-    verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate.")
-
-    @model_validator(mode="after")
-    def _fields_for_kind(self) -> NotifierChannel:
-        if not self.enabled:
-            return self  # a switched-off channel may wait for its secrets
-        label = f"{self.kind} channel" + (f" {self.name!r}" if self.name else "")
-        required = {
-            "webhook": ("url",),
-            "line": ("token", "to"),
-            "smtp": ("host", "from_addr", "to"),
-        }[self.kind]
-        for name in required:
-            if not getattr(self, name):
-                raise ValueError(f"{name}: required for a {label}")
-        for name in ("url", "base_url"):
-            value = getattr(self, name)
-            if value and not str(value).startswith(("http://", "https://")):
-                raise ValueError(f"{name}: must be an http(s) URL for a {label}")
-        return self
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind
-
-    def __repr__(self) -> str:
-        # A webhook URL can carry its key in the query string; the pydantic repr would print it.
-        target = _scrub(self.url or "", self.secrets()) if self.kind == "webhook" else self.base_url
-        if self.kind == "smtp":
-            target = f"{self.host}:{self.port}"
-        return f"NotifierChannel(kind={self.kind!r}, name={self.label!r}, target={target!r}, to={self.to!r})"
-
-    __str__ = __repr__
-
-    def secrets(self) -> list[str]:
-        return [str(value) for value in (self.token, self.password) if value]
-
-
-@dataclass
-class _Attempt:
-    ok: bool
-    status: int | None = None
-    error: str | None = None
-    retryable: bool = True
+    __repr__ = ChannelSettings.__repr__
+    __str__ = ChannelSettings.__repr__
 
 
 class Notifier(dg.ConfigurableResource):
     """Sends operator notifications to every configured channel, with retries, and records each one.
 
-    Configure ``channels`` as a list of ``NotifierChannel`` with secrets from ``dg.EnvVar``. A channel
-    failing (after its retries) is logged and recorded; it never raises into the caller, so a run or
-    the collector goes on. ``send`` blocks; ``send_async`` sends the channels concurrently.
+    A channel failing (after its retries) is logged and recorded; it never raises into the caller, so a
+    run goes on. ``send`` blocks; ``send_async`` sends the channels concurrently.
     """
 
     channels: list[NotifierChannel] = Field(default_factory=list, description="Where notifications go.")
@@ -215,12 +56,7 @@ class Notifier(dg.ConfigurableResource):
     retries: int = Field(default=3, ge=0, description="Retries per channel after a failed attempt.")
     backoff_base_s: float = Field(default=0.5, ge=0, description="Wait before the first retry; doubles each time.")
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _client: httpx.Client | None = PrivateAttr(default=None)
-    _async_client: httpx.AsyncClient | None = PrivateAttr(default=None)
-    _async_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
-    _stats: dict[str, Any] = PrivateAttr(default_factory=lambda: {"sent": 0, "delivered": 0, "failed": 0})
-    _channel_stats: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)
+    _sender: NotificationSender | None = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
         kinds = ", ".join(channel.label for channel in self.channels)
@@ -228,343 +64,38 @@ class Notifier(dg.ConfigurableResource):
 
     __str__ = __repr__
 
-    # ------------------------------------------------------------------------------ lifecycle
+    @property
+    def sender(self) -> NotificationSender:
+        """The plain sender this resource configures (built on first use, with EnvVars resolved)."""
+        if self._sender is None:
+            self._sender = NotificationSender(
+                [ChannelSettings.model_validate(channel.model_dump()) for channel in self.channels],
+                record_dir=self.record_dir or None,
+                retry=notifier_retry_policy(self.retries, self.backoff_base_s),
+            )
+        return self._sender
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Close pooled connections at the end of a run."""
         self.close()
 
     def close(self) -> None:
-        """Close the blocking HTTP pool (the async one is closed by ``aclose``)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Nothing pooled outlives a blocking ``send``; kept for callers that close resources."""
 
     async def aclose(self) -> None:
-        """Close both HTTP pools."""
-        client, self._async_client, self._async_loop = self._async_client, None, None
-        if client is not None:
-            await client.aclose()
-        self.close()
-
-    # ------------------------------------------------------------------------------ sending
+        """Close the pooled HTTP connections of ``send_async``."""
+        if self._sender is not None:
+            await self._sender.aclose()
 
     def send(self, notification: Notification) -> NotificationOutcome:
-        """Deliver to every channel in turn (blocking), record, and return what happened."""
-        outcomes = tuple(self._deliver_sync(channel, notification) for channel in self.channels)
-        return self._finish(notification, outcomes)
+        """Deliver to every channel (blocking), record, and return what happened."""
+        return self.sender.send(notification)
 
     async def send_async(self, notification: Notification) -> NotificationOutcome:
         """Deliver to every channel concurrently, record, and return what happened."""
-        outcomes = await asyncio.gather(*(self._deliver_async(channel, notification) for channel in self.channels))
-        return self._finish(notification, tuple(outcomes))
+        return await self.sender.send_async(notification)
 
     def stats(self) -> dict[str, Any]:
-        """Notifications sent, fully delivered and failed so far, and per channel ok/failed counts."""
-        with self._lock:
-            return {**self._stats, "channels": {name: dict(counts) for name, counts in self._channel_stats.items()}}
+        return self.sender.stats()
 
     def record_path(self, at: datetime | None = None) -> Path:
-        """The record file for the UTC day of ``at`` (default now)."""
-        moment = (at or datetime.now(UTC)).astimezone(UTC)
-        base = (
-            Path(self.record_dir)
-            if self.record_dir
-            else Path(os.environ.get("IHUB_DATA_DIR", ".data")) / "notifications"
-        )
-        return base / f"notifications-{moment:%Y%m%d}.jsonl"
-
-    # ------------------------------------------------------------------------------ per channel
-
-    def _deliver_sync(self, channel: NotifierChannel, notification: Notification) -> ChannelOutcome:
-        if not channel.enabled or _RANK[notification.severity] < _RANK[channel.min_severity]:
-            return ChannelOutcome(channel.label, channel.kind, ok=True, attempts=0, skipped=True)
-        pending = list(channel.to)
-        started = time.perf_counter()
-        attempt, result = 0, _Attempt(ok=False)
-        for attempt in range(1, self.retries + 2):
-            result = self._attempt_sync(channel, notification, pending)
-            if result.ok or not result.retryable or attempt > self.retries:
-                break
-            time.sleep(self.backoff_base_s * 2 ** (attempt - 1))
-        return self._outcome(channel, result, attempt, started)
-
-    async def _deliver_async(self, channel: NotifierChannel, notification: Notification) -> ChannelOutcome:
-        if not channel.enabled or _RANK[notification.severity] < _RANK[channel.min_severity]:
-            return ChannelOutcome(channel.label, channel.kind, ok=True, attempts=0, skipped=True)
-        pending = list(channel.to)
-        started = time.perf_counter()
-        attempt, result = 0, _Attempt(ok=False)
-        for attempt in range(1, self.retries + 2):
-            result = await self._attempt_async(channel, notification, pending)
-            if result.ok or not result.retryable or attempt > self.retries:
-                break
-            await asyncio.sleep(self.backoff_base_s * 2 ** (attempt - 1))
-        return self._outcome(channel, result, attempt, started)
-
-    def _outcome(self, channel: NotifierChannel, result: _Attempt, attempts: int, started: float) -> ChannelOutcome:
-        error = _scrub(result.error, channel.secrets()) if result.error else None
-        outcome = ChannelOutcome(
-            channel=channel.label,
-            kind=channel.kind,
-            ok=result.ok,
-            attempts=attempts,
-            status=result.status,
-            error=error,
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        if not result.ok:
-            log.warning(
-                "notifier: %s channel %r failed after %d attempt(s): %s", channel.kind, channel.label, attempts, error
-            )
-        return outcome
-
-    def _attempt_sync(self, channel: NotifierChannel, notification: Notification, pending: list[str]) -> _Attempt:
-        if channel.kind == "smtp":
-            return _smtp_attempt(channel, notification)
-        client = self._http()
-        return _http_attempt_sync(
-            lambda url, body, headers: client.post(url, json=body, headers=headers, timeout=channel.timeout_s),
-            channel,
-            notification,
-            pending,
-        )
-
-    async def _attempt_async(
-        self, channel: NotifierChannel, notification: Notification, pending: list[str]
-    ) -> _Attempt:
-        if channel.kind == "smtp":
-            return await asyncio.to_thread(_smtp_attempt, channel, notification)
-        client = self._http_async()
-
-        def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Awaitable[httpx.Response]:
-            return client.post(url, json=body, headers=headers, timeout=channel.timeout_s)
-
-        return await _http_attempt_async(post, channel, notification, pending)
-
-    def _http(self) -> httpx.Client:
-        _scrub_httpx_logs()
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(verify=all(c.verify_tls for c in self.channels))
-            return self._client
-
-    def _http_async(self) -> httpx.AsyncClient:
-        _scrub_httpx_logs()
-        loop = asyncio.get_running_loop()
-        # A pool belongs to the loop that opened it; a Dagster run and the collector use different loops.
-        if self._async_client is None or self._async_loop is not loop:
-            self._async_client = httpx.AsyncClient(verify=all(c.verify_tls for c in self.channels))
-            self._async_loop = loop
-        return self._async_client
-
-    # ------------------------------------------------------------------------------ records
-
-    def _finish(self, notification: Notification, outcomes: tuple[ChannelOutcome, ...]) -> NotificationOutcome:
-        result = NotificationOutcome(id=uuid.uuid4().hex, notification=notification, channels=outcomes)
-        with self._lock:
-            self._stats["sent"] += 1
-            self._stats["delivered" if result.delivered else "failed"] += 1
-            for outcome in outcomes:
-                if outcome.skipped:
-                    continue
-                counts = self._channel_stats.setdefault(outcome.channel, {"ok": 0, "failed": 0})
-                counts["ok" if outcome.ok else "failed"] += 1
-        self._record(result)
-        return result
-
-    def _record(self, result: NotificationOutcome) -> None:
-        now = datetime.now(UTC)
-        record = {
-            "id": result.id,
-            "recorded_at": now.isoformat(timespec="milliseconds"),
-            **result.notification.payload(),
-            "delivered": result.delivered,
-            "channels": [asdict(outcome) for outcome in result.channels],
-        }
-        path = self.record_path(now)
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # One O_APPEND write keeps lines whole when several runs record at once.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-        except OSError as error:
-            log.error("notifier: cannot append to the notification record %s: %s", path, error)
-
-
-# ---------------------------------------------------------------------------------------- HTTP
-
-
-_Request = tuple[str | None, str, dict[str, Any], dict[str, str]]
-
-
-def _requests(channel: NotifierChannel, notification: Notification, pending: list[str]) -> list[_Request]:
-    """(recipient or None, url, body, headers) for each request one attempt sends."""
-    if channel.kind == "webhook":
-        headers = {"Authorization": f"Bearer {channel.token}"} if channel.token else {}
-        return [(None, str(channel.url), notification.payload(), headers)]
-    url = f"{channel.base_url.rstrip('/')}/v2/bot/message/push"
-    headers = {"Authorization": f"Bearer {channel.token}"}
-    text = notification.text()[:_LINE_TEXT_LIMIT]
-    return [(to, url, {"to": to, "messages": [{"type": "text", "text": text}]}, headers) for to in pending]
-
-
-def _judge(response: httpx.Response) -> _Attempt:
-    if response.is_success:
-        return _Attempt(ok=True, status=response.status_code)
-    detail = " ".join(response.text[:_DETAIL_CHARS].split())
-    return _Attempt(
-        ok=False,
-        status=response.status_code,
-        error=f"HTTP {response.status_code} from {_where(response.request.url)}" + (f": {detail}" if detail else ""),
-        retryable=response.status_code in _RETRY_STATUSES,
-    )
-
-
-def _transport_error(error: Exception, url: str) -> _Attempt:
-    return _Attempt(ok=False, error=f"{type(error).__name__} for {_where(httpx.URL(url))}: {error}")
-
-
-def _merge(results: list[_Attempt]) -> _Attempt:
-    failed = [r for r in results if not r.ok]
-    if not failed:
-        return _Attempt(ok=True, status=results[-1].status if results else None)
-    worst = failed[-1]
-    return _Attempt(
-        ok=False,
-        status=worst.status,
-        error="; ".join(r.error or "failed" for r in failed),
-        retryable=all(r.retryable for r in failed),
-    )
-
-
-def _http_attempt_sync(
-    post: Callable[[str, dict[str, Any], dict[str, str]], httpx.Response],
-    channel: NotifierChannel,
-    notification: Notification,
-    pending: list[str],
-) -> _Attempt:
-    results = []
-    for recipient, url, body, headers in _requests(channel, notification, pending):
-        try:
-            result = _judge(post(url, body, headers))
-        except httpx.HTTPError as error:
-            result = _transport_error(error, url)
-        if result.ok and recipient is not None:
-            pending.remove(recipient)  # a retry sends only to whom it failed
-        results.append(result)
-    return _merge(results)
-
-
-async def _http_attempt_async(
-    post: Callable[[str, dict[str, Any], dict[str, str]], Awaitable[httpx.Response]],
-    channel: NotifierChannel,
-    notification: Notification,
-    pending: list[str],
-) -> _Attempt:
-    results = []
-    for recipient, url, body, headers in _requests(channel, notification, pending):
-        try:
-            result = _judge(await post(url, body, headers))
-        except httpx.HTTPError as error:
-            result = _transport_error(error, url)
-        if result.ok and recipient is not None:
-            pending.remove(recipient)
-        results.append(result)
-    return _merge(results)
-
-
-def _where(url: httpx.URL) -> str:
-    """Scheme, host, port and path only: a query string or user info may carry a secret."""
-    port = f":{url.port}" if url.port else ""
-    return f"{url.scheme}://{url.host}{port}{url.path}"
-
-
-# ---------------------------------------------------------------------------------------- SMTP
-
-
-def _email(channel: NotifierChannel, notification: Notification) -> EmailMessage:
-    message = EmailMessage()
-    message["Subject"] = f"[{notification.severity.upper()}] {notification.title}"
-    message["From"] = str(channel.from_addr)
-    message["To"] = ", ".join(channel.to)
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=str(channel.from_addr).rpartition("@")[2] or None)
-    details = "\n".join(
-        f"{key}: {value}" for key, value in notification.payload().items() if key not in {"title", "message"}
-    )
-    message.set_content(f"{notification.message}\n\n{details}\n")
-    return message
-
-
-def _smtp_attempt(channel: NotifierChannel, notification: Notification) -> _Attempt:
-    context = ssl.create_default_context()
-    if not channel.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    host, port = str(channel.host), channel.port
-    try:
-        if channel.ssl:
-            connection: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=channel.timeout_s, context=context)
-        else:
-            connection = smtplib.SMTP(host, port, timeout=channel.timeout_s)
-        with connection:
-            connection.ehlo()
-            # Implicit TLS already encrypts; STARTTLS on top of it is refused by servers.
-            if channel.starttls and not channel.ssl:
-                connection.starttls(context=context)
-                connection.ehlo()
-            if channel.username:
-                connection.login(channel.username, channel.password or "")
-            refused = connection.send_message(_email(channel, notification))
-    except smtplib.SMTPAuthenticationError as error:
-        return _Attempt(ok=False, status=error.smtp_code, error=f"SMTP login refused by {host}:{port}", retryable=False)
-    except smtplib.SMTPResponseException as error:
-        reply = error.smtp_error.decode(errors="replace") if isinstance(error.smtp_error, bytes) else error.smtp_error
-        return _Attempt(
-            ok=False,
-            status=error.smtp_code,
-            error=f"SMTP {error.smtp_code} from {host}:{port}: {str(reply)[:_DETAIL_CHARS]}",
-            retryable=400 <= error.smtp_code < 500,
-        )
-    except smtplib.SMTPRecipientsRefused as error:
-        return _Attempt(
-            ok=False, error=f"SMTP {host}:{port} refused every recipient: {sorted(error.recipients)}", retryable=False
-        )
-    except smtplib.SMTPNotSupportedError as error:
-        return _Attempt(ok=False, error=f"SMTP {host}:{port}: {error}", retryable=False)
-    except (smtplib.SMTPException, OSError) as error:
-        return _Attempt(ok=False, error=f"{type(error).__name__} talking to SMTP {host}:{port}: {error}")
-    if refused:
-        return _Attempt(
-            ok=False, error=f"SMTP {host}:{port} refused some recipients: {sorted(refused)}", retryable=False
-        )
-    return _Attempt(ok=True, status=250)
-
-
-class _ScrubQueryStrings(logging.Filter):
-    """httpx logs every request's full URL at INFO; a webhook URL may carry its key in the query."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "?" in message:
-            record.msg, record.args = _QUERY_RE.sub(r"\1?…", message), None
-        return True
-
-
-def _scrub_httpx_logs() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _ScrubQueryStrings) for f in logger.filters):
-        logger.addFilter(_ScrubQueryStrings())
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    text = _QUERY_RE.sub(r"\1?…", text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+        return self.sender.record_path(at)

@@ -71,12 +71,13 @@ def sim(server):
 
 
 @pytest.fixture
-def dmama_server():
-    """A DMAMA simulator (5 DMAs, 10 meters each) on a free loopback port, stopped after the test."""
-    from simulators.dmama import DmamaConfig, serve_dmama
-
-    with serve_dmama(DmamaConfig()) as server:
-        yield server
+def dmama_server(server):
+    """The module's DMAMA simulator (5 DMAs, 10 meters each, on a free loopback port), with no armed faults
+    and fresh request counts: the simulator is deterministic, so tests need not pay for a new one each."""
+    server.simulator.clear_faults()
+    server.simulator.reset_stats()
+    yield server
+    server.simulator.clear_faults()
 
 
 @pytest.fixture

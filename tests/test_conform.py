@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
+from contracts.dmama import DMAS, FLOW_READINGS
 from quality.conform import conform
-from quality.dmama import DMAS, FLOW_READINGS
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WINDOW = (T0, T0 + timedelta(hours=1))

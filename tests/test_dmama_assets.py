@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,9 +10,13 @@ import dagster as dg
 import pytest
 
 from assets import catalog, dmama
+from assets.lake_tables import lake_tables_by_asset
 from assets.partitions import daily, hourly
+from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.conform import rejects_table
-from quality.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS, dmama_checks
+from quality.dmama import dmama_checks
+from resources.catalog import AnalystCatalog
+from resources.lake import Lake
 from tests.conftest import dmama_client
 
 HOUR = "2026-03-02-19:00"  # 02:00 local: night flow
@@ -44,9 +49,25 @@ def metadata_of(result, asset_name: str) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+@pytest.fixture(scope="module")
+def catalogue_template(server, tmp_path_factory):
+    """The DMA catalogue and meter list materialized once per module (with their GX checks)."""
+    root = tmp_path_factory.mktemp("catalogue")
+    resources = {
+        "dmama": dmama_client(server),
+        "lake": Lake(root=str(root / "lake")),
+        "catalog": AnalystCatalog(path=str(root / "catalog.duckdb")),
+    }
+    with dg.instance_for_test() as instance:
+        return materialize([dmama.dmas, dmama.meters], resources, instance), root / "lake"
+
+
 @pytest.fixture
-def catalogue(hub_resources, instance):
-    return materialize([dmama.dmas, dmama.meters], hub_resources, instance)
+def catalogue(catalogue_template, lake):
+    """The test's lake holding the catalogue, copied from the module's one materialization of it."""
+    result, root = catalogue_template
+    shutil.copytree(root, lake.root, dirs_exist_ok=True)
+    return result
 
 
 def test_catalogue_lands_every_dma_and_meter(catalogue, lake, dmama_server):
@@ -223,9 +244,11 @@ def test_secrets_never_reach_the_event_log(dmama_server, lake, analyst_catalog, 
 def test_a_failing_blocking_check_stops_downstream_assets_in_the_same_run(
     catalogue, hub_resources, instance, analyst_catalog, dmama_server
 ):
-    job = dg.define_asset_job("readings_then_catalog", selection=[dmama.flow_readings.key, catalog.analyst_catalog.key])
+    sources = [dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings]
+    analyst_catalog_asset = catalog.analyst_catalog_asset(lake_tables_by_asset(sources))
+    job = dg.define_asset_job("readings_then_catalog", selection=[dmama.flow_readings.key, analyst_catalog_asset.key])
     defs = dg.Definitions(
-        assets=[dmama.dmas, dmama.meters, dmama.flow_readings, dmama.meter_readings, catalog.analyst_catalog],
+        assets=[*sources, analyst_catalog_asset],
         asset_checks=CHECKS,
         jobs=[job],
         resources=hub_resources,

@@ -11,7 +11,8 @@ import dagster as dg
 import pytest
 
 from assets import dmama
-from quality.dmama import FLOW_READINGS, dmama_checks
+from contracts.dmama import FLOW_READINGS
+from quality.dmama import dmama_checks
 from resources.http import CredentialError, PayloadError, SourceError
 from simulators.dmama import DmamaConfig, serve_dmama
 from tests.conftest import dmama_client

@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from quality.dmama import FLOW_READINGS
+from contracts.dmama import FLOW_READINGS
 from resources.lake import partition_starts
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

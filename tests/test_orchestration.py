@@ -15,14 +15,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ihub.environment import REPO_ROOT
+from ihub.environment import REPO_ROOT, InstanceConfigError, instance_config, write_instance_config
 from tests.conftest import require_service
 
 
 def test_definitions_load_without_heavy_libraries():
     code = (
         "import sys, orchestration.definitions as d; "
-        "heavy = [m for m in ('great_expectations', 'duckdb', 'pandas', 'simulators.dmama') if m in sys.modules]; "
+        "heavy = ('great_expectations', 'duckdb', 'pandas', 'pyarrow', 'simulators.dmama'); "
+        "heavy = [m for m in heavy if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
@@ -78,14 +79,19 @@ def test_a_materialization_on_the_postgres_backed_instance(dmama_env, tmp_path):
     admin.cursor().execute(f'CREATE DATABASE "{database}"')
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
     try:
         env = {
             "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+            "DAGSTER_PG_URL": None,
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_USERNAME": "postgres",
+            "DAGSTER_PG_DB": database,
         }
+        with _environ(env):
+            config = write_instance_config(home).read_text()
+            # Dagster's documented postgres block, with environment references rather than values.
+            assert "postgres_db:" in config and "env: DAGSTER_PG_HOST" in config and database not in config
         with _environ(env), dg.DagsterInstance.from_config(str(home)) as instance:
-            assert instance.get_ref().storage_data.class_name == "EnvironmentSelectedStorage"
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             from orchestration.definitions import build_definitions
@@ -110,22 +116,34 @@ def test_a_materialization_on_the_postgres_backed_instance(dmama_env, tmp_path):
 def test_without_postgres_settings_the_instance_is_sqlite_under_dagster_home(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
     unset = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": None, "DAGSTER_PG_HOST": None}
+    with _environ(unset):
+        write_instance_config(home)
     with _environ(unset), dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+        # Dead or stuck runs are marked failed by the daemon; every source pool allows two steps.
+        assert instance.run_monitoring_enabled
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
     assert (home / "history").exists() or (home / "storage").exists()
+
+
+def test_a_postgres_url_without_the_driver_is_refused_with_the_fix():
+    with pytest.raises(InstanceConfigError, match=r"postgresql\+psycopg2://"):
+        instance_config({"DAGSTER_PG_URL": "postgresql://ops:s3cret@db:5432/dagster"})
+    url_form = instance_config({"DAGSTER_PG_URL": "postgresql+psycopg2://ops:s3cret@db:5432/dagster"})
+    assert url_form["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert "s3cret" not in str(url_form)
 
 
 @pytest.mark.slow
 def test_two_partitions_materialized_concurrently_from_the_cli(dmama_env, data_dir):
     home = data_dir / "dagster"
     home.mkdir(parents=True)
-    (home / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.pop("DAGSTER_PG_URL", None)
     env.pop("DAGSTER_PG_HOST", None)
+    write_instance_config(home, env)
     dagster = str(Path(sys.executable).with_name("dagster"))
     catalogue = subprocess.run(
         [

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from quality import timeseries
 
@@ -64,3 +65,61 @@ def test_redelivered_copies_and_clocks_running_ahead():
     assert timeseries.duplicated(pl.concat([frame, frame.head(1)])).height == 2
     ahead = frame.with_columns(source_ts=pl.col("received_ts") + pl.duration(minutes=10))
     assert timeseries.future_timestamps(ahead).height == 3
+
+
+def test_the_collector_and_the_window_checks_read_one_limits_file():
+    """The inline rules and the window limits come from the same file and agree on limits and units."""
+    from collector.alerts import load_rules
+    from collector.config import DEFAULT_RULES_PATH
+    from resources.sensor_limits import default_limits_path, load_sensor_limits
+
+    assert default_limits_path() == DEFAULT_RULES_PATH
+    assert load_sensor_limits(DEFAULT_RULES_PATH).sensor_types["flow"].alarm_units == LIMITS["flow"].alert_units
+    rules = {rule.name: rule for rule in load_rules(DEFAULT_RULES_PATH)}
+    flow = LIMITS["flow"]
+    assert rules["flow_out_of_band"].units == frozenset(flow.alert_units) == {"L/min", "l/min", "lpm", "LPM"}
+    assert (rules["flow_out_of_band"].outside.low, rules["flow_out_of_band"].outside.high) == (
+        flow.alert_below,
+        flow.alert_above,
+    )
+    # A window is judged by the most severe limit: the inline critical, not the warning below it.
+    assert LIMITS["temperature"].alert_above == rules["temperature_critical"].greater_than == 38
+    # An alarm marked inline: false is the window job's alone.
+    assert "power_high" not in rules and LIMITS["power"].alert_above == 115
+
+
+def test_a_copy_named_by_the_environment_changes_both_sides(tmp_path, monkeypatch):
+    from collector.alerts import load_rules
+    from collector.config import load_config
+    from resources.sensor_limits import SHIPPED_LIMITS
+
+    copy = tmp_path / "limits.yaml"
+    copy.write_text(SHIPPED_LIMITS.read_text().replace("greater_than: 38", "greater_than: 41"))
+    monkeypatch.setenv("IHUB_SENSOR_LIMITS", str(copy))
+    assert timeseries.load_limits()["temperature"].alert_above == 41
+    (tmp_path / "collector.yaml").write_text("# alerts.rules not set: the limits the environment names\n")
+    config = load_config(tmp_path / "collector.yaml")
+    assert config.alerts.rules == copy
+    assert {r.name: r.greater_than for r in load_rules(config.alerts.rules)}["temperature_critical"] == 41
+
+
+def test_a_bad_limits_file_names_the_file_line_and_field(tmp_path):
+    from resources.yaml_files import ConfigError
+
+    bad = tmp_path / "limits.yaml"
+    bad.write_text(
+        "sensor_types:\n"
+        "  flow:\n"
+        "    gross_min: 0\n"
+        "    gross_max: lots\n"
+        "    max_step: 120\n"
+        "    max_rate_per_s: 25\n"
+        "    flatline_s: 120\n"
+        "    sample_interval_s: 5\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        timeseries.load_limits(bad)
+    assert caught.value.problems == [
+        f"{bad}:4: sensor_types.flow.gross_max: input should be a valid number, unable to parse string as a number, "
+        "got 'lots'"
+    ]

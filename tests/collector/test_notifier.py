@@ -404,3 +404,25 @@ def test_a_dagster_run_sends_with_the_token_from_the_environment(receiver, tmp_p
     assert request["headers"]["authorization"] == f"Bearer {SECRET_TOKEN}"
     assert request["json"]["title"] == "Flatline on UNIT002 pressure"
     assert SECRET_TOKEN not in (tmp_path / resource.record_path().name).read_text()
+
+
+def test_the_notifier_settings_map_onto_the_shared_retry_policy():
+    from resources.notifications import notifier_retry_policy
+
+    policy = notifier_retry_policy(retries=3, backoff_base_s=0.5)
+    assert policy.max_attempts == 4  # the first attempt and 3 retries
+    assert [policy.delay(failures) for failures in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert Notifier(retries=1, backoff_base_s=0.25).sender.retry == notifier_retry_policy(1, 0.25)
+
+
+def test_a_blocking_send_works_from_inside_a_running_event_loop(receiver, tmp_path):
+    """A Dagster asset may run under an event loop; the blocking send must not need one of its own."""
+    channel = NotifierChannel(kind="webhook", url=f"{receiver.url}/hook")
+    notifier = Notifier(channels=[channel], record_dir=str(tmp_path))
+
+    async def from_a_coroutine():
+        return notifier.send(alert(title="from a loop"))
+
+    assert asyncio.run(from_a_coroutine()).delivered
+    (request,) = receiver.wait_for(1)
+    assert request["json"]["title"] == "from a loop"

@@ -147,10 +147,10 @@ def test_node_map_errors_name_the_file_line_and_field(tmp_path: Path):
         '  - node_id: "ns=2;s=A"\n    sensor_type: flow\n'
         '  - node_id: "ns=2;s=B"\n    sensor_type: pressure\n    scale: lots\n'
     )
-    with pytest.raises(ValueError, match=r"bad\.yaml, line 8: nodes\[1\]\.scale: .*number"):
+    with pytest.raises(ValueError, match=r"bad\.yaml:8: nodes\[1\]\.scale: .*number"):
         load_node_map(bad)
     bad.write_text('- browse_path: "Objects/PumpStation/Flow"\n  unit_id: X\n  sensor_type: flow\n')
-    with pytest.raises(ValueError, match=r"line 1: nodes\[0\]\.browse_path: .*namespace index"):
+    with pytest.raises(ValueError, match=r"bad\.yaml:1: nodes\[0\]\.browse_path: .*namespace index"):
         load_node_map(bad)
     # Defaults fill every node.
     bad.write_text("defaults: {unit_id: PS09, unit: bar}\nnodes:\n  - {node_id: 'ns=2;i=7', sensor_type: pressure}\n")
