@@ -89,8 +89,8 @@ def test_summary_counts_skewed_series_and_the_largest_skew():
 
 
 def test_stored_rows_and_their_rejects_tell_the_skew_the_stored_rows_alone_hide():
-    from quality.conform import conform
     from contracts.dmama import FLOW_READINGS
+    from quality.conform import conform
     from quality.slot_grid import received_times
     from simulators.dmama import DmamaSimulator
 
