@@ -17,6 +17,7 @@ from assets.lake_tables import lake_metadata
 from assets.partitions import daily, hourly
 from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.conform import Conformed, conform, rejects_table
+from quality.slot_grid import skew_summary, slot_offsets
 from resources.dmama import DmamaClient
 from resources.http import SourceError
 from resources.lake import Lake, LakeTable, Written, time_windows
@@ -85,7 +86,8 @@ def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) ->
     """Every customer and inflow meter with its DMA, class and register size. Replaced whole."""
 
     def fetch() -> list[dict]:
-        return [row for dma in dmama.dma_list() for row in dmama.meters(dma["dma_id"])]
+        dma_ids, _ = dmama.checked_ids(dma["dma_id"] for dma in dmama.dma_list())  # a bad id never becomes a URL
+        return [row for dma_id in dma_ids for row in dmama.meters(dma_id)]
 
     rows = _fetch(context, "meter list", fetch)
     loaded = conform(rows, METERS, source=SOURCE, partition_key="snapshot")
@@ -116,12 +118,16 @@ def flow_readings(
 ) -> dg.MaterializeResult:
     """Flow (m³/h) and pressure (bar) every 15 minutes at each DMA's inlet, as DMAMA reported them.
     One file per hour; a backfill asks for a week per DMA at a time and writes it hour by hour."""
-    dma_ids = [row["dma_id"] for row in _fetch(context, "DMA list", dmama.dma_list)]
+    dma_ids, refused = dmama.checked_ids(row["dma_id"] for row in _fetch(context, "DMA list", dmama.dma_list))
+    if refused:
+        context.log.warning(f"dmama: skipped {len(refused)} DMA ids that cannot go into a URL: {sorted(refused)[:5]}")
 
     def fetch(start: datetime, end: datetime) -> list[dict]:
         return [row for _, rows in dmama.flow_readings_many(dma_ids, start, end) for row in rows]
 
-    return _load_range(context, config, lake, FLOW_READINGS, hourly, fetch, entity="dma_id")
+    return _load_range(
+        context, config, lake, FLOW_READINGS, hourly, fetch, entity="dma_id", slot_grid=True, skipped=len(refused)
+    )
 
 
 @dg.asset(
@@ -161,6 +167,8 @@ def _load_range(
     fetch,
     *,
     entity: str,
+    slot_grid: bool = False,
+    skipped: int | None = None,
 ) -> dg.MaterializeResult:
     """Fetch, type and write the run's partitions chunk by chunk; return the reconciled figures."""
     window = context.partition_time_window
@@ -171,10 +179,16 @@ def _load_range(
     last: datetime | None = None
     reasons: dict[str, int] = {}
     preview = table.empty()
+    skew: dict[str, float] = {}
     for chunk in _chunks(time_windows(partitions_def, window.start, window.end), config.chunk_hours):
         start, end = chunk[0].start, chunk[-1].end
         what = f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z"
         rows = _fetch(context, what, partial(fetch, start, end))
+        if slot_grid:  # on the raw rows: a shifted series' last slots fall outside the window
+            columns = {key: [str(r.get(key)) for r in rows] for key in (entity, "timestamp")}
+            stamps = pl.DataFrame(columns, schema={entity: pl.String, "timestamp": pl.String})
+            found = skew_summary(slot_offsets(stamps, start, end, entity=entity), entity=entity)
+            skew.update(found["clock_skew_s_by_entity"])
         loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end), partitions=chunk)
         out: Written = lake.replace_partitions(table, loaded.frame, chunk)
         lake.replace_partitions(rejects_table(table), loaded.rejects, chunk)
@@ -208,6 +222,13 @@ def _load_range(
     }
     if reasons:
         metadata["rejects_by_field"] = reasons
+    if skipped is not None:
+        metadata[f"skipped_{entity}s"] = skipped
+    if slot_grid:
+        metadata.update(clock_skewed=len(skew), max_clock_skew_s=max(map(abs, skew.values()), default=0.0))
+        if skew:
+            context.log.warning(f"{table.name}: source clock skew (s) by {entity}: {skew}")
+            metadata[f"clock_skew_s_by_{entity}"] = skew
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -7,6 +7,8 @@ them (values untouched, plus the DMA or meter id the request was for); typing an
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -14,71 +16,109 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 import dagster as dg
-import httpx
 from pydantic import Field, PrivateAttr
 
-from resources.http import CircuitBreaker, OAuth2ClientCredentials, PayloadError, ResilientClient
+from resources.http import (
+    ApiKeyAuth,
+    AuthChain,
+    CircuitBreaker,
+    OAuth2ClientCredentials,
+    PayloadError,
+    ResilientClient,
+    Secrets,
+    check_secret,
+    identifier_problem,
+    path_segment,
+)
 
 __all__ = ["DmamaClient"]
+
+log = logging.getLogger(__name__)
 
 SOURCE = "dmama"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 DM_NS = "urn:dmama:readings:1"
 MAX_RANGE = timedelta(days=31)  # the API refuses longer ranges; longer asks are split
 PAYLOAD_FORMATS = ("json", "soap")
-_MAX_PAGES = 100_000
+# The environment variables the credentials come from (orchestration/definitions.py), so an error can
+# name the variable to fix without ever showing its value.
+_ENV = {
+    "api_key": "DMAMA_API_KEY",
+    "client_id": "DMAMA_CLIENT_ID",
+    "client_secret": "DMAMA_CLIENT_SECRET",
+}
 
 Rows = list[dict[str, Any]]
 
 
 class _Connection:
-    """The live parts of a client: HTTP pool, token cache and breaker, built on first use."""
+    """The live parts of a client: HTTP pool, auth flows, breaker and rate limiter, built on first use."""
 
     def __init__(self, resource: DmamaClient, sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
-        self.breaker = CircuitBreaker(clock=clock)
+        self.oauth = OAuth2ClientCredentials(
+            resource.token_path, resource.client_id, resource.client_secret, clock=clock
+        )
         self.http = ResilientClient(
             SOURCE,
             resource.base_url,
             timeout_s=resource.timeout_s,
+            deadline_s=resource.deadline_s,
+            max_body_bytes=resource.max_body_mb * 1024 * 1024,
             max_retries=resource.max_retries,
             backoff_base_s=resource.backoff_base_s,
+            rate_limit_budget_s=resource.rate_limit_budget_s,
             verify=resource.verify_tls,
             max_connections=resource.concurrency,
-            headers={"X-API-Key": resource.api_key},
-            breaker=self.breaker,
+            auth=AuthChain(ApiKeyAuth(resource.api_key, "X-API-Key", name=_ENV["api_key"]), self.oauth),
             sleep=sleep,
-        )
-        self.oauth = OAuth2ClientCredentials(
-            resource.token_path,
-            resource.client_id,
-            resource.client_secret,
-            client=self.http,
             clock=clock,
         )
-        self.http.auth_headers = self.oauth.headers
-        self.http.on_unauthorized = self._refresh_token
-
-    def _refresh_token(self, response: httpx.Response) -> bool:
-        # Only an invalid/expired token is worth a new one; a wrong API key is not.
-        if "invalid_token" not in response.headers.get("www-authenticate", ""):
-            return False
-        scheme, _, used = response.request.headers.get("authorization", "").partition(" ")
-        self.oauth.invalidate(used if scheme.lower() == "bearer" else None)
-        return True
+        self.breaker = self.http.breaker
 
     def close(self) -> None:
         self.http.close()
+
+
+def _scrubbed(method: Callable) -> Callable:
+    """Whatever leaves a public call (or the iterator it returns) carries none of the client's secrets."""
+
+    @functools.wraps(method)
+    def call(self: DmamaClient, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException as exc:
+            cleaned = self._clean(exc)
+            if cleaned is None:
+                raise
+        else:
+            return _scrubbed_iter(self, result) if isinstance(result, Iterator) else result
+        raise cleaned
+
+    return call
+
+
+def _scrubbed_iter(client: DmamaClient, items: Iterator) -> Iterator:
+    try:
+        yield from items
+    except BaseException as exc:
+        cleaned = client._clean(exc)
+        if cleaned is None:
+            raise
+    else:
+        return
+    raise cleaned
 
 
 class DmamaClient(dg.ConfigurableResource):
     """DMAMA, the district metered area management system: DMAs, meters, flow/pressure and registers.
 
     Authenticates with an API key and OAuth2 client credentials at once; retries transient failures
-    with backoff, honours Retry-After, and stops calling a source that keeps failing (circuit breaker).
+    with backoff, slows every worker down when the source rate-limits (Retry-After), bounds each answer
+    in time and size, and stops calling a source that keeps failing (circuit breaker). Identifiers the
+    source sends are checked before they go into a URL: `checked_ids` says which cannot.
     """
 
     base_url: str = Field(description="Base URL of the DMAMA API, e.g. https://dmama.example/ (DMAMA_BASE_URL).")
@@ -86,8 +126,17 @@ class DmamaClient(dg.ConfigurableResource):
     client_id: str = Field(description="OAuth2 client id (DMAMA_CLIENT_ID).")
     client_secret: str = Field(description="OAuth2 client secret (DMAMA_CLIENT_SECRET).")
     token_path: str = Field(default="/oauth/token", description="OAuth2 token endpoint, relative to base_url.")
-    timeout_s: float = Field(default=10.0, description="Timeout per request, seconds.")
+    timeout_s: float = Field(default=10.0, description="Timeout per network read (connect, each body chunk), seconds.")
+    deadline_s: float = Field(
+        default=120.0, description="Total time one request may take, body included, however the server paces it."
+    )
+    max_body_mb: int = Field(default=64, description="Largest decoded answer accepted, MiB (gzip inflated).")
+    max_pages: int = Field(default=1000, description="Most pages a DMA or meter list may have.")
     max_retries: int = Field(default=3, description="Retries after the first attempt for transient failures.")
+    rate_limit_budget_s: float = Field(
+        default=300.0,
+        description="How long one request may keep waiting out 429 / Retry-After answers before it fails.",
+    )
     backoff_base_s: float = Field(default=0.5, description="First retry wait; doubles on each further retry.")
     verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate.")
     payload_format: str = Field(default="json", description="'json' (REST) or 'soap' for DMA readings.")
@@ -143,6 +192,18 @@ class DmamaClient(dg.ConfigurableResource):
         """Access tokens fetched so far by this client (its connection)."""
         return self._connection().oauth.tokens_fetched
 
+    @property
+    def rate_limit_waits(self) -> int:
+        """How often the source asked this client to slow down (429 or Retry-After) so far."""
+        return self._connection().http.limiter.deferrals
+
+    def _clean(self, error: BaseException) -> BaseException | None:
+        secrets = Secrets([self.api_key, self.client_secret])
+        with self._lock:
+            if self._conn is not None:
+                secrets.add(*self._conn.http.secrets.values())
+        return secrets.clean(error)
+
     def _connection(self) -> _Connection:
         with self._lock:
             if self._conn is None:
@@ -151,6 +212,8 @@ class DmamaClient(dg.ConfigurableResource):
             return self._conn
 
     def _validate(self) -> None:
+        for field, variable in _ENV.items():
+            check_secret(getattr(self, field), variable)
         if self.payload_format not in PAYLOAD_FORMATS:
             raise ValueError(f"DmamaClient.payload_format must be 'json' or 'soap', got {self.payload_format!r}")
         if self.concurrency < 1:
@@ -159,35 +222,67 @@ class DmamaClient(dg.ConfigurableResource):
             raise ValueError(f"DmamaClient.page_size must be between 1 and 1000, got {self.page_size}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"DmamaClient.base_url must be an http(s) URL, got {self.base_url!r}")
+        for name in ("timeout_s", "deadline_s", "max_body_mb", "max_pages", "rate_limit_budget_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DmamaClient.{name} must be positive, got {getattr(self, name)}")
+
+    @staticmethod
+    def checked_ids(ids: Iterable[Any]) -> tuple[list[str], dict[str, str]]:
+        """(usable ids in order, {unusable id: why}) for identifiers the source sent.
+
+        An id of ``.`` or ``..``, with a separator or a control character would change which endpoint a
+        request reaches; such ids are never put into a URL (the *_many calls skip them too).
+        """
+        usable: list[str] = []
+        refused: dict[str, str] = {}
+        for value in ids:
+            problem = identifier_problem(value)
+            if problem is None:
+                usable.append(value)
+            else:
+                refused[str(value)] = problem
+        return usable, refused
 
     # ------------------------------------------------------------------ catalogue
 
+    @_scrubbed
     def dma_list(self) -> Rows:
         """Summaries (dma_id, name, zone) of every DMA, all pages."""
         return self._all_pages("/api/dma/list")
 
+    @_scrubbed
     def dma_details(self, dma_id: str) -> dict[str, Any]:
         """Details of one DMA: connections, mains length, target pressure, inflow meters, location."""
-        path = f"/api/dma/{quote(dma_id, safe='')}"
+        path = f"/api/dma/{_segment(dma_id, '/api/dma/{dma_id}')}"
         body = self._connection().http.get_json(path)
         if not isinstance(body, dict):
             raise PayloadError(SOURCE, path, f"expected a JSON object of DMA details, got {type(body).__name__}")
         return body
 
+    @_scrubbed
     def dma_catalogue(self) -> Rows:
-        """Details of every DMA, fetched concurrently, in list order."""
-        ids = [self._key(row, "dma_id", "/api/dma/list") for row in self.dma_list()]
-        if not ids:
-            return []
-        with ThreadPoolExecutor(min(self.concurrency, len(ids)), thread_name_prefix="dmama") as pool:
-            return list(pool.map(self.dma_details, ids))
+        """Details of every DMA, fetched concurrently, in list order.
 
+        A DMA whose id cannot go into a URL keeps its list row as the source sent it (no details are
+        asked for it), so conform can set it aside with its reason.
+        """
+        summaries = self.dma_list()
+        ids = [self._key(row, "dma_id", "/api/dma/list") for row in summaries]
+        usable, _ = self.checked_ids(ids)
+        if not usable:
+            return list(summaries)
+        with ThreadPoolExecutor(min(self.concurrency, len(usable)), thread_name_prefix="dmama") as pool:
+            details = dict(zip(usable, pool.map(self.dma_details, usable), strict=True))
+        return [details.get(dma_id, summary) for dma_id, summary in zip(ids, summaries, strict=True)]
+
+    @_scrubbed
     def meters(self, dma_id: str) -> Rows:
         """Meters of one DMA (customer and inflow meters), all pages."""
-        return self._all_pages(f"/api/dma/{quote(dma_id, safe='')}/meters")
+        return self._all_pages(f"/api/dma/{_segment(dma_id, '/api/dma/{dma_id}/meters')}/meters")
 
     # ------------------------------------------------------------------ readings
 
+    @_scrubbed
     def flow_readings(self, dma_id: str, since: datetime, until: datetime) -> Rows:
         """15-minute flow and pressure rows of one DMA in [since, until), each with `dma_id` added.
 
@@ -196,24 +291,28 @@ class DmamaClient(dg.ConfigurableResource):
         fetch = self._soap_readings if self.payload_format == "soap" else self._json_flow_readings
         return [row for a, b in _windows(since, until) for row in fetch(dma_id, a, b)]
 
+    @_scrubbed
     def flow_readings_many(
         self, dma_ids: Iterable[str], since: datetime, until: datetime
     ) -> Iterator[tuple[str, Rows]]:
         """(dma_id, rows) for each DMA as its fetch completes, `concurrency` at a time.
 
         The first SourceError stops the rest (not-yet-started fetches are cancelled) and propagates.
+        Ids that cannot go into a URL are skipped with a warning; `checked_ids` counts them.
         """
         return self._many(self.flow_readings, dma_ids, since, until)
 
+    @_scrubbed
     def meter_readings(self, meter_id: str, since: datetime, until: datetime) -> Rows:
         """Hourly register rows (timestamp, register_m3) of one meter in [since, until), with `meter_id`."""
-        path = f"/api/meters/{quote(meter_id, safe='')}/readings"
+        path = f"/api/meters/{_segment(meter_id, '/api/meters/{meter_id}/readings')}/readings"
         rows: Rows = []
         for a, b in _windows(since, until):
             body = self._connection().http.get_json(path, {"since": _iso(a), "until": _iso(b)})
             rows.extend(_tagged(_readings(body, path), "meter_id", meter_id, path))
         return rows
 
+    @_scrubbed
     def meter_readings_many(
         self, meter_ids: Iterable[str], since: datetime, until: datetime
     ) -> Iterator[tuple[str, Rows]]:
@@ -223,7 +322,7 @@ class DmamaClient(dg.ConfigurableResource):
     # ------------------------------------------------------------------ helpers
 
     def _json_flow_readings(self, dma_id: str, since: datetime, until: datetime) -> Rows:
-        path = f"/api/dma/{quote(dma_id, safe='')}/readings"
+        path = f"/api/dma/{_segment(dma_id, '/api/dma/{dma_id}/readings')}/readings"
         body = self._connection().http.get_json(path, {"since": _iso(since), "until": _iso(until)})
         return _tagged(_readings(body, path), "dma_id", dma_id, path)
 
@@ -231,7 +330,7 @@ class DmamaClient(dg.ConfigurableResource):
         path = "/soap/readings"
         envelope = (
             f'<soap:Envelope xmlns:soap="{SOAP_NS}" xmlns:dm="{DM_NS}"><soap:Body><dm:GetReadings>'
-            f"<dm:DmaId>{escape(dma_id)}</dm:DmaId><dm:Since>{_iso(since)}</dm:Since>"
+            f"<dm:DmaId>{escape(_checked(dma_id, path))}</dm:DmaId><dm:Since>{_iso(since)}</dm:Since>"
             f"<dm:Until>{_iso(until)}</dm:Until></dm:GetReadings></soap:Body></soap:Envelope>"
         )
         root = self._connection().http.post_xml(path, envelope, headers={"SOAPAction": '"GetReadings"'})
@@ -255,25 +354,8 @@ class DmamaClient(dg.ConfigurableResource):
 
     def _all_pages(self, path: str) -> Rows:
         http = self._connection().http
-        items: Rows = []
-        page = 1
-        for _ in range(_MAX_PAGES):
-            body = http.get_json(path, {"page": page, "page_size": self.page_size})
-            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-                got = sorted(body) if isinstance(body, dict) else type(body).__name__
-                raise PayloadError(SOURCE, path, f"page {page}: expected an object with an 'items' list, got {got}")
-            items.extend(body["items"])
-            following = body.get("next_page")
-            if following is None:
-                return items
-            if not isinstance(following, int) or following <= page:
-                raise PayloadError(
-                    SOURCE,
-                    path,
-                    f"page {page}: next_page is {following!r}, expected a later page number or null",
-                )
-            page = following
-        raise PayloadError(SOURCE, path, f"more than {_MAX_PAGES} pages; the paging never ended")
+        pages = http.iter_pages(path, {"page_size": self.page_size}, max_pages=self.max_pages)
+        return [item for items in pages for item in items]
 
     def _many(
         self,
@@ -282,7 +364,9 @@ class DmamaClient(dg.ConfigurableResource):
         since: datetime,
         until: datetime,
     ) -> Iterator[tuple[str, Rows]]:
-        keys = list(keys)
+        keys, refused = self.checked_ids(keys)
+        if refused:
+            log.warning("dmama: skipped %d ids that cannot go into a URL: %s", len(refused), _describe(refused))
         _windows(since, until)  # fail on a bad range before starting threads
         if not keys:
             return
@@ -301,6 +385,24 @@ class DmamaClient(dg.ConfigurableResource):
         if not isinstance(row, dict) or not isinstance(row.get(key), str):
             raise PayloadError(SOURCE, path, f"an item has no string {key!r}: {str(row)[:120]}")
         return row[key]
+
+
+def _segment(value: Any, template: str) -> str:
+    """`value` as a path segment, or a PayloadError naming the endpoint it was meant for."""
+    _checked(value, template)
+    return path_segment(value)
+
+
+def _checked(value: Any, template: str) -> str:
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise PayloadError(SOURCE, template, f"identifier {str(value)[:40]!r} {problem}; not put into a request")
+    return value
+
+
+def _describe(refused: dict[str, str], limit: int = 5) -> str:
+    shown = "; ".join(f"{k[:40]!r} {why}" for k, why in list(refused.items())[:limit])
+    return shown + (f"; and {len(refused) - limit} more" if len(refused) > limit else "")
 
 
 def _iso(moment: datetime) -> str:

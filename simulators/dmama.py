@@ -30,12 +30,14 @@ import asyncio
 import base64
 import contextlib
 import fnmatch
+import functools
 import json
 import math
 import secrets
 import threading
 import time
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ from xml.sax.saxutils import escape as xml_escape
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = [
@@ -65,7 +67,13 @@ DM_NS = "urn:dmama:readings:1"
 # The contract's kinds, plus the data faults DESIGN.md asks simulators for (spikes, flatline, gaps,
 # clock_skew); all row-level kinds act on the rows of the answer (readings, or items of a page).
 _ROW_FAULTS = frozenset({"wrong_types", "duplicates", "out_of_order", "spikes", "flatline", "gaps", "clock_skew"})
-FAULT_KINDS = frozenset({"status", "slow", "truncated", "malformed"}) | _ROW_FAULTS
+# Hostile answers (issue 7): a source that rate-limits half its requests, drip-feeds its body, pages
+# forever, nests JSON without end, sends a gzip bomb, lists DMA ids that are paths, or echoes the
+# credentials it was sent in its error text.
+_HOSTILE_FAULTS = frozenset(
+    {"rate_limited", "drip", "endless_pages", "nested", "gzip_bomb", "bad_ids", "echo_credentials"}
+)
+FAULT_KINDS = frozenset({"status", "slow", "truncated", "malformed"}) | _ROW_FAULTS | _HOSTILE_FAULTS
 MAX_RANGE = timedelta(days=31)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -243,6 +251,17 @@ class _Fault:
     path: str
     remaining: int
     params: dict[str, Any]
+    seen: int = 0  # matching requests so far (rate_limited refuses a share of them)
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(size_mb: int) -> bytes:
+    """`size_mb` MiB of zeros, gzip-compressed (about 1 MiB per GiB): a tiny body, a huge answer."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    parts = [packer.compress(block) for _ in range(size_mb)]
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -633,6 +652,22 @@ class DmamaSimulator:
                 raise ValueError(f"retry_after must be seconds or an HTTP date, got {retry_after!r}")
         if kind == "clock_skew" and not isinstance(params.setdefault("skew_s", 3600), int | float):
             raise ValueError(f"clock_skew fault needs numeric 'skew_s' seconds, got {params['skew_s']!r}")
+        if kind == "rate_limited":
+            share = params.setdefault("share", 0.5)
+            if not isinstance(share, int | float) or not 0 < share <= 1:
+                raise ValueError(f"rate_limited fault needs 'share' in (0, 1], got {share!r}")
+            params.setdefault("retry_after", 1)
+        if kind == "drip":
+            params.setdefault("chunk_bytes", 8)
+            params.setdefault("interval_s", 0.2)
+        if kind == "nested":
+            params.setdefault("depth", 100_000)
+        if kind == "gzip_bomb" and not isinstance(params.setdefault("size_mb", 2048), int):
+            raise ValueError(f"gzip_bomb fault needs integer 'size_mb', got {params['size_mb']!r}")
+        if kind == "bad_ids":
+            params.setdefault("ids", [".", ".."])
+        if kind == "echo_credentials":
+            params.setdefault("status", 403)
         if kind == "slow":
             delay = params.get("delay_s")
             if not isinstance(delay, int | float) or delay <= 0:
@@ -731,10 +766,25 @@ class DmamaSimulator:
     ) -> Response:
         soap = template.startswith("/soap/")
         fault = self._take_fault(request.url.path)
+        if fault is not None and fault.kind == "rate_limited":
+            fault.seen += 1
+            share = float(fault.params["share"])
+            # Deterministic: of every 1/share requests the first is refused (share 0.5: every other one).
+            if math.ceil(fault.seen * share) > math.ceil((fault.seen - 1) * share):
+                fault = _Fault("status", fault.path, 0, {"status": 429, "retry_after": fault.params["retry_after"]})
+            else:
+                fault = None
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(float(fault.params["delay_s"]))
         if fault is not None and fault.kind == "status":
             payload = self._status_fault(fault, soap)
+        elif fault is not None and fault.kind == "echo_credentials":
+            # A careless server quoting back what it was sent: the client must not pass it on.
+            detail = (
+                f"access denied for X-API-Key {request.headers.get('x-api-key', '')!r} "
+                f"with {request.headers.get('authorization', '')!r}"
+            )
+            payload = self._error_payload(_ApiError(int(fault.params["status"]), "forbidden", detail), soap)
         else:
             try:
                 if template != "/oauth/token":
@@ -749,8 +799,21 @@ class DmamaSimulator:
             body = body[: len(body) // 2]
         elif fault is not None and fault.kind == "malformed":
             body = _malform(body, soap)
+        elif fault is not None and fault.kind == "nested" and payload.status == 200:
+            depth = int(fault.params["depth"])
+            body = b"<a>" * depth + b"</a>" * depth if soap else b"[" * depth + b"]" * depth
+        elif fault is not None and fault.kind == "gzip_bomb" and payload.status == 200:
+            body = _gzip_bomb(int(fault.params["size_mb"]))
+            payload.headers["Content-Encoding"] = "gzip"
         with self._lock:
             self._stats[(template, payload.status)] += 1
+        if fault is not None and fault.kind == "drip":
+            return StreamingResponse(
+                _drip(body, int(fault.params["chunk_bytes"]), float(fault.params["interval_s"])),
+                status_code=payload.status,
+                media_type=payload.media_type,
+                headers=payload.headers,
+            )
         return Response(body, status_code=payload.status, media_type=payload.media_type, headers=payload.headers)
 
     def _status_fault(self, fault: _Fault, soap: bool) -> _Payload:
@@ -833,13 +896,16 @@ class DmamaSimulator:
         start = (page - 1) * size
         rows = items(start, min(start + size, total)) if start < total else []
         rows = _row_fault(rows, fault, self._seed)
-        body = {
-            "items": rows,
-            "page": page,
-            "page_size": size,
-            "total": total,
-            "next_page": page + 1 if start + size < total else None,
-        }
+        following = page + 1 if start + size < total else None
+        if fault is not None and fault.kind == "endless_pages":
+            # The first page again and again, or (fresh) a new page every time that only a page cap ends.
+            following = page + 1
+            rows = items(0, min(size, total))
+            if fault.params.get("fresh"):
+                rows = [{**row, "page_marker": page} for row in rows]
+        if fault is not None and fault.kind == "bad_ids" and page == 1:
+            rows = rows + [{"dma_id": bad, "name": "Ban Path", "zone": "North"} for bad in fault.params["ids"]]
+        body = {"items": rows, "page": page, "page_size": size, "total": total, "next_page": following}
         return _json_payload(body)
 
     async def _list(self, request: Request, fault: _Fault | None) -> _Payload:
@@ -949,6 +1015,13 @@ class DmamaSimulator:
             self.reset_stats()
         counts = [{"path": p, "status": s, "count": n} for (p, s), n in sorted(self.stats.items())]
         return JSONResponse({"requests": counts, "total": sum(c["count"] for c in counts)})
+
+
+async def _drip(body: bytes, chunk_bytes: int, interval_s: float) -> Any:
+    """The body a few bytes at a time: every read arrives well within a read timeout, the whole never."""
+    for start in range(0, len(body), chunk_bytes):
+        yield body[start : start + chunk_bytes]
+        await asyncio.sleep(interval_s)
 
 
 def _json_payload(obj: Any) -> _Payload:

@@ -5,7 +5,8 @@ returns samples of every tag in ``[since, until)`` (UTC, ISO 8601 with ``Z``), p
 ``X-API-Key``. Values are a pure function of (seed, tag, minute), so any range answers the same rows
 however it is cut, and the series follow the shapes the MQTT gateway publishes: a daily cycle, drift and
 noise within each sensor type's operating range. Like a real historian it has nothing from the future.
-``inject_outage(count)`` answers the next requests with 503, for retry tests.
+``inject_outage(count)`` answers the next requests with 503, for retry tests;
+``inject_endless_paging(count)`` makes the next point pages say there is always one more page.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class HistorianSimulator:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._outages = 0
+        self._endless = 0
         self.requests = 0
         self.app = Starlette(
             routes=[Route("/api/v1/tags", self._tags), Route("/api/v1/points", self._points)],
@@ -102,6 +104,10 @@ class HistorianSimulator:
         with self._lock:
             self._outages = count
 
+    def inject_endless_paging(self, count: int) -> None:
+        with self._lock:
+            self._endless = count
+
     def _refuse(self, request: Request) -> JSONResponse | None:
         with self._lock:
             self.requests += 1
@@ -131,6 +137,10 @@ class HistorianSimulator:
         rows = self.samples(since, until)
         chunk = rows[(page - 1) * page_size : page * page_size]
         more = page * page_size < len(rows)
+        with self._lock:
+            if self._endless > 0:
+                self._endless -= 1
+                more = True
         return JSONResponse({"items": chunk, "page": page, "total": len(rows), "next_page": page + 1 if more else None})
 
 

@@ -403,7 +403,7 @@ def test_resilient_client_and_oauth_on_their_own(server, sim):
     sleeps = Sleeps()
     with ResilientClient("dmama", server.url, headers={"X-API-Key": config.api_key}, sleep=sleeps) as http:
         oauth = OAuth2ClientCredentials("/oauth/token", config.client_id, config.client_secret, client=http)
-        http.auth_headers = oauth.headers
+        http.auth = oauth
         sim.inject("status", path="/oauth/token", status=503, retry_after=1)
         assert http.get_json("/api/dma/list", {"page_size": 1})["total"] == 5
         assert sleeps == [1.0] and oauth.tokens_fetched == 1

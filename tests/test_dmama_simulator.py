@@ -530,3 +530,56 @@ def test_nothing_is_served_from_the_future():
     meters = sim.meter_readings("M-0001-0001", datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
     assert [r["timestamp"] for r in meters][-1] == "2026-03-02T10:00:00Z"
     assert sim.flow_readings("DMA-0001", datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC)) == []
+
+
+# ---------------------------------------------------------------------- hostile faults (issue 7)
+
+
+def test_rate_limited_refuses_its_share_deterministically(http, headers, sim):
+    sim.inject("rate_limited", path="/api/dma/*/readings", count=6, share=0.5, retry_after=1)
+    statuses = [readings(http, headers).status_code for _ in range(7)]
+    assert statuses == [429, 200, 429, 200, 429, 200, 200]  # the seventh is past the fault's count
+    sim.inject("rate_limited", path="/api/dma/list", count=5, share=0.8, retry_after=2)
+    answers = [http.get("/api/dma/list", headers=headers) for _ in range(5)]
+    assert [a.status_code for a in answers] == [429, 429, 429, 429, 200]
+    assert answers[0].headers["retry-after"] == "2"
+
+
+def test_drip_streams_the_same_body_slowly(http, headers, sim):
+    whole = readings(http, headers).content
+    sim.inject("drip", path="/api/dma/*/readings", chunk_bytes=256, interval_s=0.05)
+    started = time.perf_counter()
+    dripped = readings(http, headers).content
+    assert dripped == whole
+    assert time.perf_counter() - started >= 0.05 * (len(whole) // 256)
+
+
+def test_endless_pages_never_say_last_page(http, headers, sim):
+    sim.inject("endless_pages", path="/api/dma/list", count=3)
+    pages = [http.get("/api/dma/list", params={"page": p}, headers=headers).json() for p in (1, 2, 9)]
+    assert [p["next_page"] for p in pages] == [2, 3, 10]
+    assert pages[0]["items"] == pages[1]["items"] == pages[2]["items"] and len(pages[0]["items"]) == 5
+    sim.inject("endless_pages", path="/api/dma/list", count=2, fresh=True)
+    fresh = [http.get("/api/dma/list", params={"page": p}, headers=headers).json()["items"] for p in (1, 2)]
+    assert fresh[0] != fresh[1] and [r["page_marker"] for r in fresh[1]] == [2] * 5
+
+
+def test_nested_and_gzip_bomb_bodies(http, headers, sim):
+    sim.inject("nested", path="/api/dma/*/readings", depth=1000)
+    assert readings(http, headers).content == b"[" * 1000 + b"]" * 1000
+    sim.inject("gzip_bomb", path="/api/dma/*/readings", size_mb=64)
+    with http.stream("GET", "/api/dma/DMA-0001/readings", params=READINGS, headers=headers) as bomb:
+        wire = b"".join(bomb.iter_raw())
+        assert bomb.headers["content-encoding"] == "gzip"
+    assert len(wire) < 200_000  # 64 MiB inflated from under 200 kB on the wire
+    assert wire[:2] == b"\x1f\x8b"
+
+
+def test_bad_ids_and_echoed_credentials(http, headers, sim):
+    sim.inject("bad_ids", path="/api/dma/list", ids=[".", ".."])
+    ids = [item["dma_id"] for item in http.get("/api/dma/list", headers=headers).json()["items"]]
+    assert ids == [*sim.dma_ids(), ".", ".."]
+    sim.inject("echo_credentials", path="/api/dma/*/readings", status=403)
+    echoed = readings(http, headers)
+    assert echoed.status_code == 403 and sim.config.api_key in echoed.json()["detail"]
+    assert headers["Authorization"] in echoed.json()["detail"]
