@@ -318,8 +318,6 @@ def test_checks_and_alerts_agree_on_60_second_windows(tmp_path, lake, instance, 
         # A check never disagrees with the alerts raised from the same data.
         gaps = alerts.filter(pl.col("kind") == "gap").select("unit_id", "sensor_type")
         gap_alerts = sorted(f"{u}/{s}" for u, s in gaps.iter_rows())
-            f"{u}/{s}" for u, s in alerts.filter(pl.col("kind") == "gap").select("unit_id", "sensor_type").iter_rows()
-        )
         assert checks["gaps"].passed is (not gap_alerts)
         assert checks["gaps"].metadata["points"].value == (", ".join(gap_alerts) or "none")
     checks, alerts = outcome["20260302T0305Z"]
