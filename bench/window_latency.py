@@ -3,8 +3,8 @@
 Run: ``python -m bench.window_latency [--windows 5] [--window-s 60]``
 
 What is measured: a feeder appends points (10 units × 4 sensors, one sample a second each) through the
-real spool and seals (publishes, with its manifest) each window as soon as it is due; ``dagster-daemon`` runs with this repository's
-``dagster.yaml`` (queued run coordinator, 1 s dequeue) and ``workspace.yaml``; the
+real spool and seals (publishes, with its manifest) each window as soon as it is due; ``dagster-daemon``
+runs with this repository's ``dagster.yaml`` (queued run coordinator, 1 s dequeue) and ``workspace.yaml``; the
 ``scada_window_sensor`` requests the window run, the daemon launches it in a subprocess. For every
 window: run end − window end (the figure the issue targets) and run end − seal. Medians and p95 over
 the windows; the first window is left out (it includes the daemon's own start-up).
