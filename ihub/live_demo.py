@@ -99,7 +99,7 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
             while time.monotonic() < deadline:
                 time.sleep(min(15, max(0.0, deadline - time.monotonic())))
                 health = _health(httpx, health_port)
-                runs = _window_runs(dg)
+                runs = _window_runs(dg, since=window_name(datetime.fromtimestamp(first_start, UTC)))
                 elapsed = time.time() - began
                 say(
                     f"  {elapsed:4.0f} s: {gateway.published:,} points published, "
@@ -210,11 +210,12 @@ def _sealed_or_archived(spool: Path) -> set[str]:
     return {m.window for m in windows.available(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))}
 
 
-def _window_runs(dg, windows: set[str] | None = None) -> list[tuple[str, str]]:
+def _window_runs(dg, windows: set[str] | None = None, since: str = "") -> list[tuple[str, str]]:
+    """(window, status) of the window runs for ``windows``, or for every window from ``since`` on."""
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records(filters=dg.RunsFilter(job_name="scada_window_job"))
         runs = [(r.dagster_run.tags.get("scada/window", "?"), r.dagster_run.status.value) for r in records]
-        return sorted(run for run in runs if windows is None or run[0] in windows)
+        return sorted(run for run in runs if (run[0] in windows if windows is not None else run[0] >= since))
 
 
 def _summary(say, runs: list[tuple[str, str]], health: dict, data_dir: Path, since: datetime) -> int:
