@@ -73,6 +73,8 @@ SEALED, ARCHIVE, ACKS = "sealed", "archive", "acks"
 _WINDOW_FORMAT = "%Y%m%dT%H%MZ"
 _WINDOW_RE = re.compile(r"^\d{8}T\d{4}Z$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.-]+\.jsonl$")
+# Up to this span, ``available`` probes each minute's window name rather than listing the directories.
+_PROBE_SPAN = timedelta(days=1)
 
 
 class ManifestError(Exception):
@@ -325,10 +327,20 @@ class WindowDirectory:
         ``acknowledged_only`` keeps the windows a consumer has loaded (acknowledged or archived): what
         the lake holds, for steps that read the lake after the load.
         """
-        archived = {e.name for e in _entries(self.root / ARCHIVE) if _WINDOW_RE.match(e.name)}
-        sealed = {e.name for e in _entries(self.root / SEALED) if _WINDOW_RE.match(e.name)}
-        if acknowledged_only:
-            sealed &= {e.name.removesuffix(".json") for e in _entries(self.root / ACKS)}
+        if end - start <= _PROBE_SPAN:
+            # An hour or a day: ask for each minute's name instead of listing an archive of years.
+            names = [
+                window_name(start + timedelta(minutes=m)) for m in range(-(-int((end - start).total_seconds()) // 60))
+            ]
+            archived = {n for n in names if (self.root / ARCHIVE / n).is_dir()}
+            sealed = {n for n in names if (self.root / SEALED / n).is_dir()}
+            if acknowledged_only:
+                sealed = {n for n in sealed if (self.root / ACKS / f"{n}.json").exists()}
+        else:
+            archived = {e.name for e in _entries(self.root / ARCHIVE) if _WINDOW_RE.match(e.name)}
+            sealed = {e.name for e in _entries(self.root / SEALED) if _WINDOW_RE.match(e.name)}
+            if acknowledged_only:
+                sealed &= {e.name.removesuffix(".json") for e in _entries(self.root / ACKS)}
         chosen = sorted(n for n in archived | sealed if start <= window_start(n) < end)
         return [self.manifest(name) for name in chosen]
 
