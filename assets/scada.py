@@ -1,10 +1,15 @@
-"""SCADA windows: the collector's sealed spool windows loaded into the lake, checked, aggregated and alerted on.
+"""SCADA windows: the windows the collector publishes, loaded into the lake, checked, aggregated and alerted on.
 
-The collector files every point under the 5-minute window in which it was *received* and seals the
-window once it is over. The ``scada_window_sensor`` asks for one run per sealed window (tag
-``scada/window``); the run loads the window's points (idempotently: a re-run replaces the same file),
-archives the spool segments, aggregates per point by *measurement* time, and tells operators about
-flatlines, gaps and breaches that held for the whole window.
+The collector files every point under the receive window (5 minutes by default) in which it arrived
+and publishes the window, with a manifest, once it is over (``collector.manifest``). The
+``scada_window_sensor`` asks for one run per published window: partition = the window's hour, tag
+``scada/window`` = the window. The run loads the window's points (idempotently: a re-run replaces the
+same file), acknowledges the window (the collector then archives it), aggregates per point by
+*measurement* time, and tells operators about flatlines, gaps and breaches that held for the whole
+window. The assets are hourly-partitioned, so the UI shows which hours are in and a data engineer can
+re-run an hour: without the tag, a run takes every window of its hour still published or archived.
+
+Window lengths come from each window's manifest, never from configuration here.
 """
 
 from datetime import timedelta
@@ -14,7 +19,6 @@ import polars as pl
 
 from assets.lake_tables import lake_metadata
 from assets.partitions import hourly
-from collector import spool
 from quality import timeseries
 from quality.conform import conform, rejects_table
 from quality.scada import (
@@ -22,16 +26,19 @@ from quality.scada import (
     SCADA_AGGREGATES,
     SCADA_POINTS,
     SCADA_WINDOW_ALERTS,
+    device_gaps,
     points_between,
-    window_of,
+    run_windows,
 )
 from resources.historian import HistorianClient
 from resources.http import SourceError
 from resources.lake import Lake, partition_starts
 from resources.notifier import Notification, Notifier
-from resources.scada_spool import ScadaSpool
+from resources.scada_spool import ScadaWindows
 
 SOURCE = "scada"
+# What makes two alerts of one window the same alert: a re-run must not tell operators twice.
+ALERT_IDENTITY = ["kind", "source", "device", "unit_id", "sensor_type"]
 
 
 def _common(table, kinds: set[str], *also) -> dict:
@@ -45,89 +52,142 @@ def _common(table, kinds: set[str], *also) -> dict:
     }
 
 
-@dg.asset(name="points", **_common(SCADA_POINTS, {"mqtt", "modbus", "opcua", "parquet"}))
-def points(context: dg.AssetExecutionContext, scada_spool: ScadaSpool, lake: Lake) -> dg.MaterializeResult:
-    """Every SCADA point received in one 5-minute window (flow, pressure, level, temperature, power,
-    status), with its quality and both timestamps; redelivered copies removed. One file per window."""
-    name = window_of(context)
-    start = spool.window_start(name)
-    received = spool.read_window(scada_spool.root, name)
-    frame = _points_frame(received)
-    unique = frame.sort([*SCADA_POINTS.key, "received_ts"]).unique(subset=list(SCADA_POINTS.key), keep="first")
-    written = lake.replace_window(SCADA_POINTS, start, unique)
-    # Archived only once the window is safely in the lake; a re-run reads it back from the archive.
-    spool.archive_window(scada_spool.root, name)
-    end = start + timedelta(seconds=scada_spool.window_s)
-    late = unique.filter(pl.col("source_ts") < start).height
-    by_quality = dict(unique.group_by("quality").len().iter_rows())
-    return dg.MaterializeResult(
-        metadata={
-            "window": name,
-            "points_received": len(received),
-            "points_written": written.rows,
-            "duplicates_removed": len(received) - written.rows,
-            "dagster/row_count": written.rows,
-            "units": written.distinct("unit_id"),
-            "sensors": unique.select("unit_id", "sensor_type").n_unique() if written.rows else 0,
-            "late_points": late,
-            "comm_fail_points": int(by_quality.get("COMM_FAIL", 0)),
-            "bad_points": int(by_quality.get("BAD", 0)),
-            "window_end": end.isoformat(),
-        }
-    )
+@dg.asset(name="points", partitions_def=hourly, **_common(SCADA_POINTS, {"mqtt", "modbus", "opcua", "parquet"}))
+def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: Lake) -> dg.MaterializeResult:
+    """Every SCADA point received (flow, pressure, level, temperature, power, status), with its quality
+    and both timestamps; redelivered copies removed. One file per receive window, hourly partitions: a
+    window run loads its window into its hour, an hour run every window of the hour still available."""
+    from collector.manifest import ManifestError
 
-
-@dg.asset(name="point_aggregates", deps=[points], **_common(SCADA_AGGREGATES, {"parquet"}))
-def point_aggregates(context: dg.AssetExecutionContext, scada_spool: ScadaSpool, lake: Lake) -> dg.MaterializeResult:
-    """Per point and 5-minute window of measurement time: min, max, mean, last, count and availability.
-    Each run recomputes its window and the one before, so points that arrived a window late count."""
-    name = window_of(context)
-    start = spool.window_start(name)
-    step = timedelta(seconds=scada_spool.window_s)
-    limits = timeseries.load_limits()
-    written = 0
-    for window in (start - step, start):
-        measured = points_between(lake, window, window + step, scada_spool.window_s)
-        latest = _aggregate(measured, limits, window, scada_spool.window_s)
-        written += lake.replace_window(SCADA_AGGREGATES, window, latest).rows
-    availability = latest["availability_pct"].mean() if latest.height else 0.0
-    return dg.MaterializeResult(
-        metadata={
-            "window": name,
-            "aggregates_written": written,
-            "points_aggregated": latest.height,
-            "mean_availability_pct": round(float(availability or 0.0), 1),
-        }
-    )
-
-
-@dg.asset(name="window_alerts", deps=[points], **_common(SCADA_WINDOW_ALERTS, {"parquet"}))
-def window_alerts(
-    context: dg.AssetExecutionContext, scada_spool: ScadaSpool, lake: Lake, notifier: Notifier
-) -> dg.MaterializeResult:
-    """Alerts about a whole window, sent to operators: a sensor stuck on one value, a sensor gone silent,
-    or a threshold breach that held for the whole window (the collector already alerts on single points)."""
-    name = window_of(context)
-    start = spool.window_start(name)
-    end = start + timedelta(seconds=scada_spool.window_s)
-    measured = points_between(lake, start, end, scada_spool.window_s)
-    limits = timeseries.load_limits()
-    alerts = _window_alerts(measured, limits, start, end)
-    for alert in alerts.iter_rows(named=True):
-        notifier.send(
-            Notification(
-                severity=alert["severity"],
-                title=f"SCADA {alert['kind'].replace('_', ' ')}: {alert['unit_id']} {alert['sensor_type']}",
-                message=alert["message"],
-                source=alert["source"],
-                unit_id=alert["unit_id"],
-                sensor_type=alert["sensor_type"],
-            )
+    manifests = run_windows(context, scada_spool, loaded=False)
+    if not manifests:
+        span = context.partition_time_window
+        raise dg.Failure(
+            description=f"scada: no published or archived window starts in {span.start:%Y-%m-%dT%H:%M}Z–"
+            f"{span.end:%H:%M}Z in {scada_spool.root}; nothing to load (was the collector running?)"
         )
-    lake.replace_window(SCADA_WINDOW_ALERTS, start, alerts)
-    by_kind = dict(alerts.group_by("kind").len().iter_rows()) if alerts.height else {}
+    received_total = written_total = late = comm_fail = bad = 0
+    frames = []
+    for listed in manifests:
+        try:
+            manifest, received = scada_spool.read(listed.window)
+        except (ManifestError, FileNotFoundError) as error:
+            raise dg.Failure(description=f"scada: cannot load window {listed.window}: {error}") from error
+        unique = (
+            _points_frame(received)
+            .sort([*SCADA_POINTS.key, "received_ts"])
+            .unique(subset=list(SCADA_POINTS.key), keep="first")
+        )
+        written = lake.replace_window(SCADA_POINTS, manifest.start, unique)
+        # Acknowledged only once the window is safely in the lake: acknowledged means loaded.
+        scada_spool.acknowledge(manifest.window, by=f"dagster run {context.run.run_id}", points=written.rows)
+        by_quality = dict(unique.group_by("quality").len().iter_rows())
+        received_total += len(received)
+        written_total += written.rows
+        late += unique.filter(pl.col("source_ts") < manifest.start).height
+        comm_fail += int(by_quality.get("COMM_FAIL", 0))
+        bad += int(by_quality.get("BAD", 0))
+        frames.append(unique)
+    unique = pl.concat(frames)
     return dg.MaterializeResult(
-        metadata={"window": name, "alerts": alerts.height, **{f"{k}_alerts": int(v) for k, v in by_kind.items()}}
+        metadata={
+            "window": ", ".join(m.window for m in manifests),
+            "window_length_s": manifests[-1].length_s,
+            "points_received": received_total,
+            "points_written": written_total,
+            "duplicates_removed": received_total - written_total,
+            "dagster/row_count": written_total,
+            "units": unique["unit_id"].n_unique(),
+            "sensors": unique.select("unit_id", "sensor_type").n_unique() if written_total else 0,
+            "late_points": late,
+            "comm_fail_points": comm_fail,
+            "bad_points": bad,
+            "window_end": manifests[-1].end.isoformat(),
+            **_hour_status(context, scada_spool, manifests[-1].length_s),
+        }
+    )
+
+
+def _hour_status(context: dg.AssetExecutionContext, windows: ScadaWindows, length_s: int) -> dict:
+    """How complete the run's hour(s) are: windows loaded so far out of the windows it can hold."""
+    if not context.has_partition_key_range and not context.has_partition_key:
+        return {}
+    span = context.partition_time_window
+    loaded = len(windows.available(span.start, span.end, acknowledged_only=True))
+    expected = int((span.end - span.start).total_seconds()) // length_s
+    return {"hour_windows_loaded": loaded, "hour_windows_expected": expected, "hour_complete": loaded >= expected}
+
+
+@dg.asset(name="point_aggregates", deps=[points], partitions_def=hourly, **_common(SCADA_AGGREGATES, {"parquet"}))
+def point_aggregates(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: Lake) -> dg.MaterializeResult:
+    """Per point and window of measurement time (the receive windows' length): min, max, mean, last, count
+    and availability. Each window recomputes itself and the one before, so points that arrived a window
+    late count."""
+    manifests = run_windows(context, scada_spool, loaded=True)
+    limits = timeseries.load_limits()
+    own = {m.start: m.length_s for m in manifests}
+    targets = {**{m.start - timedelta(seconds=m.length_s): m.length_s for m in manifests}, **own}
+    written = aggregated = 0
+    availability: list[float] = []
+    for window, length_s in sorted(targets.items()):
+        measured = points_between(lake, window, window + timedelta(seconds=length_s), length_s)
+        latest = _aggregate(measured, limits, window, length_s)
+        written += lake.replace_window(SCADA_AGGREGATES, window, latest).rows
+        if window in own:
+            aggregated += latest.height
+            availability.extend(v for v in latest["availability_pct"].to_list() if v is not None)
+    return dg.MaterializeResult(
+        metadata={
+            "window": ", ".join(m.window for m in manifests) or "none",
+            "aggregates_written": written,
+            "points_aggregated": aggregated,
+            "mean_availability_pct": round(sum(availability) / len(availability), 1) if availability else 0.0,
+        }
+    )
+
+
+@dg.asset(name="window_alerts", deps=[points], partitions_def=hourly, **_common(SCADA_WINDOW_ALERTS, {"parquet"}))
+def window_alerts(
+    context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: Lake, notifier: Notifier
+) -> dg.MaterializeResult:
+    """Alerts about a whole window, sent to operators: a sensor stuck on one value, a sensor gone silent
+    (while the collector was running), or a threshold breach that held for the whole window (the
+    collector already alerts on single points). A re-run tells operators only what they were not told."""
+    manifests = run_windows(context, scada_spool, loaded=True)
+    limits = timeseries.load_limits()
+    raised = notified = repeated = 0
+    by_kind: dict[str, int] = {}
+    for manifest in manifests:
+        measured = points_between(lake, manifest.start, manifest.end, manifest.length_s)
+        alerts = _window_alerts(measured, limits, manifest)
+        # The window's alert file is what operators were already told: a re-run reads it before replacing it.
+        told = lake.read_windows(SCADA_WINDOW_ALERTS, [manifest.start]).select(ALERT_IDENTITY)
+        new = alerts.join(told, on=ALERT_IDENTITY, how="anti", nulls_equal=True)
+        for alert in new.iter_rows(named=True):
+            notifier.send(
+                Notification(
+                    severity=alert["severity"],
+                    title=f"SCADA {alert['kind'].replace('_', ' ')}: {alert['unit_id']} {alert['sensor_type']}",
+                    message=alert["message"],
+                    source=alert["source"],
+                    unit_id=alert["unit_id"],
+                    sensor_type=alert["sensor_type"],
+                )
+            )
+        lake.replace_window(SCADA_WINDOW_ALERTS, manifest.start, alerts)
+        raised += alerts.height
+        notified += new.height
+        repeated += alerts.height - new.height
+        for kind, count in alerts.group_by("kind").len().iter_rows() if alerts.height else []:
+            by_kind[kind] = by_kind.get(kind, 0) + int(count)
+    return dg.MaterializeResult(
+        metadata={
+            "window": ", ".join(m.window for m in manifests) or "none",
+            "alerts": raised,
+            "notified": notified,
+            "already_notified": repeated,
+            **{f"{k}_alerts": v for k, v in by_kind.items()},
+        }
     )
 
 
@@ -232,11 +292,12 @@ def _aggregate(measured: pl.DataFrame, limits, window, window_s: int) -> pl.Data
     )
 
 
-def _window_alerts(measured: pl.DataFrame, limits, start, end) -> pl.DataFrame:
+def _window_alerts(measured: pl.DataFrame, limits, manifest) -> pl.DataFrame:
+    start, end = manifest.start, manifest.end
     span_s = (end - start).total_seconds()
     flat = timeseries.flatlines(measured, limits).filter(pl.col("duration_s") >= 0.8 * span_s)
     silent = (
-        timeseries.gaps(measured, limits, start, end)
+        device_gaps(measured, limits, manifest)
         .group_by("source", "device", "unit_id", "sensor_type")
         .agg(gap_s=pl.col("gap_s").max())
     )

@@ -3,8 +3,8 @@
 Run: ``python -m bench.window_latency [--windows 5] [--window-s 60]``
 
 What is measured: a feeder appends points (10 units × 4 sensors, one sample a second each) through the
-real spool and seals each window as soon as it is due; ``dagster-daemon`` runs with this repository's
-``dagster.yaml`` (queued run coordinator, 1 s dequeue) and ``workspace.yaml``; the
+real spool and seals (publishes, with its manifest) each window as soon as it is due; ``dagster-daemon``
+runs with this repository's ``dagster.yaml`` (queued run coordinator, 1 s dequeue) and ``workspace.yaml``; the
 ``scada_window_sensor`` requests the window run, the daemon launches it in a subprocess. For every
 window: run end − window end (the figure the issue targets) and run end − seal. Medians and p95 over
 the windows; the first window is left out (it includes the daemon's own start-up).
@@ -75,9 +75,9 @@ def main() -> None:
         "DAGSTER_HOME": str(home),
         "IHUB_DATA_DIR": str(scratch),
         "IHUB_SPOOL_DIR": str(scratch / "spool"),
-        "IHUB_SPOOL_WINDOW_S": str(args.window_s),
     }
-    for key in ("DAGSTER_PG_URL", "DAGSTER_PG_HOST", "IHUB_ALERT_WEBHOOK_URL"):
+    # The window length reaches the Dagster side only through each window's manifest.
+    for key in ("DAGSTER_PG_URL", "DAGSTER_PG_HOST", "IHUB_ALERT_WEBHOOK_URL", "IHUB_SPOOL_WINDOW_S"):
         env.pop(key, None)
     daemon = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO / "workspace.yaml")],

@@ -3,23 +3,38 @@
 Layout under the spool root (one collector process writes a root; a lock file enforces it)::
 
     open/<W>/<writer>-<seq:06d>.jsonl     being written: one ``Point.to_json()`` per line
-    sealed/<W>/...                        complete: the window is over, the Dagster side may load it
-    archive/<W>/...                       consumed: moved here by ``archive_window`` after loading
+    sealed/<W>/...                        published: segments + manifest.json (``collector.manifest``)
+    acks/<W>.json                         the consumer's acknowledgement that it loaded the window
+    archive/<W>/...                       consumed: moved here by the spool once acknowledged
     dead-letter/<source>-<YYYYMMDD>.jsonl unparsable input, one JSON object per line with the reason
+
+``sealed/``, ``acks/`` and ``archive/`` are the hand-off contract, described in ``collector.manifest``;
+everything else here is the writer's own business.
 
 ``<W>`` names a *receive-time* window by its UTC start, e.g. ``20260301T1205Z`` for 12:05–12:10 with
 the default 300-second windows. A point is filed under the window of its ``received_ts_us``; a window
-is sealed (its directory renamed from ``open/`` to ``sealed/`` in one ``os.rename``) once its end plus
-``seal_delay_s`` has passed. A sealed window never changes again: a point that arrives for a window
-already sealed (a reader that held it longer than the seal delay) is filed under the current window
-instead, keeping its timestamps, and counted as ``late_points``.
+is sealed (its manifest written, then its directory renamed from ``open/`` to ``sealed/`` in one
+``os.rename``, so a published window always has its manifest) once its end plus ``seal_delay_s`` has
+passed. A sealed window never changes again: a point that arrives for a window already sealed (a reader
+that held it longer than the seal delay) is filed under the current window instead, keeping its
+timestamps, and counted as ``late_points``.
 
 Durability: ``Spool.append`` returns only after its lines are written and fsynced (group commit:
 appends that arrive while a commit is in flight share the next one). A crash can leave a torn last
 line in an open segment; that line was never acknowledged, and recovery on start truncates it.
 
-The consumer functions at the end (``sealed_windows``, ``read_window``, ``archive_window``) use no
-asyncio and no lock, so a Dagster run in another process can call them while the collector writes.
+Manifest figures are counted as the bytes are written: the writer thread feeds each committed chunk
+to the segment's sha256 (the bytes are in hand there, so sealing costs no re-read, however large the
+window), and a failed write rolls the figures back with the file. Segments a previous process left
+are described from the file when the spool recovers them.
+
+Interruptions: a clean ``close`` leaves ``stopped.json`` in each window still open; on start, every
+window recovered from a previous process records when writing stopped (that marker, or the newest
+segment's modification time after a crash) and when it restarted, in ``interruptions.json``; the
+manifest carries them, so the silence of a stopped collector is not reported as device gaps.
+
+The raw helpers at the end (``sealed_windows``, ``read_window``, ``archive_window``) are the collector's
+own view of its root, for its tests and benchmarks; consumers use ``collector.manifest.WindowDirectory``.
 """
 
 from __future__ import annotations
@@ -28,19 +43,36 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from collector.manifest import (
+    ACK_NAME,
+    ACKS,
+    MANIFEST_NAME,
+    Interruption,
+    SegmentEntry,
+    WindowManifest,
+    WriterInfo,
+    describe_segment,
+    is_window_name,
+    window_name,
+    window_start,
+    write_file_atomically,
+)
 from collector.points import Point
 
 __all__ = [
@@ -68,7 +100,8 @@ RESUME_FRACTION = 0.95
 
 OPEN, SEALED, ARCHIVE, DEAD_LETTER = "open", "sealed", "archive", "dead-letter"
 _WINDOW_FORMAT = "%Y%m%dT%H%MZ"
-_WINDOW_RE = re.compile(r"^\d{8}T\d{4}Z$")
+_STOPPED_NAME = "stopped.json"
+_INTERRUPTIONS_NAME = "interruptions.json"
 _WRITER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SEGMENT_SUFFIX = ".jsonl"
 _MICROS = 1_000_000
@@ -89,20 +122,6 @@ class SpoolLockedError(SpoolError):
 
 
 # ---------------------------------------------------------------------------------------- windows
-
-
-def window_name(start: datetime) -> str:
-    """The name of the window starting at ``start`` (UTC-aware), e.g. ``20260301T1205Z``."""
-    if start.tzinfo is None:
-        raise ValueError(f"window start {start.isoformat()} has no time zone; spool windows are UTC")
-    return start.astimezone(UTC).strftime(_WINDOW_FORMAT)
-
-
-def window_start(name: str) -> datetime:
-    """The UTC start of the window called ``name`` (the inverse of ``window_name``)."""
-    if not _WINDOW_RE.match(name):
-        raise ValueError(f"{name!r} is not a spool window name (expected e.g. 20260301T1205Z)")
-    return datetime.strptime(name, _WINDOW_FORMAT).replace(tzinfo=UTC)
 
 
 def check_window_s(window_s: int) -> int:
@@ -130,6 +149,14 @@ class _Segment:
     fd: int
     size: int = 0  # bytes written
     committed: int = 0  # bytes written and fsynced: what a failed commit is cut back to
+    points: int = 0
+    sha: Any = field(default_factory=hashlib.sha256)
+    committed_points: int = 0
+    committed_sha: Any = field(default_factory=hashlib.sha256)
+
+    def entry(self) -> SegmentEntry:
+        """The manifest entry for what is committed of this segment."""
+        return SegmentEntry(self.path.name, self.committed, self.committed_points, self.committed_sha.hexdigest())
 
 
 @dataclass(slots=True)
@@ -178,13 +205,15 @@ class Spool:
         self._clock = clock
         self._window_us = window_s * _MICROS
 
-        for sub in (OPEN, SEALED, ARCHIVE, DEAD_LETTER):
+        for sub in (OPEN, SEALED, ARCHIVE, ACKS, DEAD_LETTER):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock_fd = _acquire_lock(self.root)
 
         # Everything below is shared by the event loop (append, seal_due, health) and the writer thread.
         self._io_lock = threading.Lock()
         self._segments: dict[int, _Segment] = {}
+        self._finished: dict[int, list[SegmentEntry]] = {}  # closed segments of open windows, for the manifest
+        self._writer_info = WriterInfo(writer, socket.gethostname(), os.getpid(), _collector_version())
         self._open_windows: dict[int, int] = {}  # window index -> bytes in open/<W>
         self._closed: set[int] = set()  # sealed or archived, so never written again
         self._sealed_sizes: dict[str, int] = {}  # sealed/<W> -> bytes, refreshed by seal_due
@@ -253,13 +282,15 @@ class Spool:
         await asyncio.shield(batch.future)
 
     def seal_due(self) -> list[str]:
-        """Seal every open window whose end plus ``seal_delay_s`` has passed; returns their names."""
+        """Seal every open window whose end plus ``seal_delay_s`` has passed, and archive the windows
+        consumers acknowledged; returns the names of the windows sealed."""
         now = self._clock()
         sealed: list[str] = []
         with self._io_lock:
             for index in sorted(self._open_windows):
                 if (index + 1) * self.window_s + self.seal_delay_s <= now:
                     sealed.append(self._seal(index))
+            self._archive_acknowledged()
             self._refresh_sealed_sizes()
         self._update_state()
         return sealed
@@ -313,6 +344,7 @@ class Spool:
                         os.fsync(segment.fd)
                 self._close_segment(segment)
             self._segments.clear()
+            self._mark_stopped()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         os.close(self._lock_fd)
@@ -412,6 +444,8 @@ class Spool:
                     data = b"".join(chunks)
                     _write_all(segment.fd, data)
                     segment.size += len(data)
+                    segment.sha.update(data)
+                    segment.points += batch.counts[index]
                     self._open_windows[target] = self._open_windows.get(target, 0) + len(data)
                 if self.fsync:
                     for segment in touched.values():
@@ -427,6 +461,8 @@ class Spool:
                 raise SpoolError(f"spool {self.root}: cannot write {where}: {error.strerror or error}") from error
             for segment in touched.values():
                 segment.committed = segment.size
+                segment.committed_points = segment.points
+                segment.committed_sha = segment.sha.copy()
             self._commits += 1
             self._points_appended += batch.npoints
             self._bytes_appended += batch.nbytes
@@ -468,6 +504,8 @@ class Spool:
         """After a failed write or fsync, cut the file back to its last committed line; start a new segment."""
         with contextlib.suppress(OSError):
             os.ftruncate(segment.fd, segment.committed)
+        # Whatever the truncate did, the manifest counts only the committed bytes: readers stop there.
+        self._finished.setdefault(index, []).append(segment.entry())
         self._open_windows[index] = max(0, self._open_windows.get(index, 0) - (segment.size - segment.committed))
         self._close_segment(segment)
         self._segments.pop(index, None)
@@ -480,18 +518,22 @@ class Spool:
 
     def _seal(self, index: int) -> str:
         name = _name_of_index(index, self.window_s)
+        entries = self._finished.pop(index, [])
         segment = self._segments.pop(index, None)
         if segment is not None:
             if not self.fsync:
                 os.fsync(segment.fd)
             self._close_segment(segment)
+            entries.append(segment.entry())
         source = self.root / OPEN / name
         target = self.root / SEALED / name
         if target.exists():
             # Only after the clock went backwards: never replace a sealed window, add to it.
             log.warning("spool %s: window %s was already sealed; adding the late segments to it", self.root, name)
             _merge_dir(source, target)
+            self._describe_from_disk(target, self.window_s)
         else:
+            self._write_manifest(source, name, self.window_s, entries)
             os.rename(source, target)
         _fsync_dir(self.root / OPEN)
         _fsync_dir(self.root / SEALED)
@@ -500,10 +542,77 @@ class Spool:
         log.info("spool %s: sealed window %s", self.root, name)
         return name
 
+    def _write_manifest(self, directory: Path, name: str, length_s: int, entries: list[SegmentEntry]) -> None:
+        """Publish what the window holds; written (and fsynced) before the directory is renamed into sealed/."""
+        manifest = WindowManifest(
+            window=name,
+            length_s=length_s,
+            segments=tuple(sorted(entries, key=lambda e: e.name)),
+            writer=self._writer_info,
+            sealed_at=datetime.fromtimestamp(self._clock(), UTC),
+            interruptions=_read_interruptions(directory),
+        )
+        write_file_atomically(directory / MANIFEST_NAME, manifest.to_json().encode())
+
+    def _describe_from_disk(self, directory: Path, length_s: int) -> None:
+        """(Re)write a window's manifest from its files: after a merge, or for a window sealed without one."""
+        entries = [describe_segment(path) for path in sorted(directory.glob(f"*{_SEGMENT_SUFFIX}"))]
+        self._write_manifest(directory, directory.name, length_s, entries)
+
+    def _archive_acknowledged(self) -> None:
+        """Move every window a consumer acknowledged to archive/, its acknowledgement with it.
+
+        The consumer only writes ``acks/<W>.json``; moving the window is the collector's job, so no
+        other process ever renames or deletes files on the collector's disk.
+        """
+        for entry in _scandir(self.root / ACKS):
+            name = entry.name.removesuffix(".json")
+            if not entry.name.endswith(".json") or not is_window_name(name):
+                continue
+            try:
+                if (self.root / SEALED / name).is_dir():
+                    archive_window(self.root, name)
+                if (self.root / ARCHIVE / name).is_dir():
+                    os.rename(entry.path, self.root / ARCHIVE / name / ACK_NAME)
+            except OSError as error:
+                log.error("spool %s: cannot archive acknowledged window %s: %s", self.root, name, error)
+
+    def _mark_stopped(self) -> None:
+        """Leave in each window still open the time writing stopped, for the manifest's interruptions."""
+        stopped = {"stopped_at": datetime.fromtimestamp(self._clock(), UTC).isoformat()}
+        for index in self._open_windows:
+            directory = self.root / OPEN / _name_of_index(index, self.window_s)
+            try:
+                if directory.is_dir():
+                    write_file_atomically(directory / _STOPPED_NAME, json.dumps(stopped).encode())
+            except OSError as error:
+                log.warning("spool %s: cannot record the stop in %s: %s", self.root, directory, error)
+
+    def _record_interruption(self, directory: Path, segments: list[Path]) -> None:
+        """A window a previous process left open: note when writing stopped and when it restarted."""
+        marker = directory / _STOPPED_NAME
+        try:
+            stopped_at = datetime.fromisoformat(json.loads(marker.read_bytes())["stopped_at"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            # A crash leaves no marker: the last write is the best evidence of when it stopped.
+            newest = max((path.stat().st_mtime for path in segments), default=None)
+            if newest is None:
+                return
+            stopped_at = datetime.fromtimestamp(newest, UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        end = window_start(directory.name) + timedelta(seconds=self.window_s)
+        gap = {
+            "stopped_at": stopped_at.astimezone(UTC).isoformat(),
+            "restarted_at": now.isoformat() if now < end else None,
+        }
+        known = _interruption_records(directory)
+        write_file_atomically(directory / _INTERRUPTIONS_NAME, json.dumps([*known, gap]).encode())
+        marker.unlink(missing_ok=True)
+
     def _refresh_sealed_sizes(self) -> None:
         # The consumer archives from another process, so the sealed set is re-read; only new
         # windows are measured.
-        names = {entry.name for entry in _scandir(self.root / SEALED) if _WINDOW_RE.match(entry.name)}
+        names = {entry.name for entry in _scandir(self.root / SEALED) if is_window_name(entry.name)}
         for gone in set(self._sealed_sizes) - names:
             del self._sealed_sizes[gone]
         for name in names - set(self._sealed_sizes):
@@ -514,7 +623,7 @@ class Spool:
     def _recover(self) -> None:
         """Truncate torn last lines in open segments, then seal the windows already over."""
         for entry in sorted(_scandir(self.root / OPEN), key=lambda e: e.name):
-            if not entry.is_dir() or not _WINDOW_RE.match(entry.name):
+            if not entry.is_dir() or not is_window_name(entry.name):
                 log.warning("spool %s: ignoring %s, which is not a window directory", self.root, entry.path)
                 continue
             index = int(window_start(entry.name).timestamp()) // self.window_s
@@ -524,15 +633,25 @@ class Spool:
                     f"boundary; was the spool written with another window_s?"
                 )
             total = 0
+            kept: list[Path] = []
             for segment in sorted(Path(entry.path).glob(f"*{_SEGMENT_SUFFIX}")):
                 size = _truncate_torn_tail(segment)
                 if size == 0:
                     segment.unlink()  # created, but nothing in it was ever acknowledged
+                    continue
                 total += size
-            if not any(Path(entry.path).iterdir()):
-                os.rmdir(entry.path)
+                kept.append(segment)
+            if not kept:
+                shutil.rmtree(entry.path)
                 continue
+            self._record_interruption(Path(entry.path), kept)
+            self._finished[index] = [describe_segment(segment) for segment in kept]
             self._open_windows[index] = total
+        for entry in _scandir(self.root / SEALED):
+            if is_window_name(entry.name) and not (Path(entry.path) / MANIFEST_NAME).exists():
+                # Sealed by a collector that predates the manifest: publish it now, with today's window length.
+                log.warning("spool %s: describing window %s, sealed without a manifest", self.root, entry.name)
+                self._describe_from_disk(Path(entry.path), self.window_s)
         self.seal_due()
 
 
@@ -541,7 +660,7 @@ class Spool:
 
 def sealed_windows(root: str | os.PathLike[str]) -> list[str]:
     """Names of the sealed (complete, not yet archived) windows under ``root``, oldest first."""
-    return sorted(entry.name for entry in _scandir(Path(root) / SEALED) if _WINDOW_RE.match(entry.name))
+    return sorted(entry.name for entry in _scandir(Path(root) / SEALED) if is_window_name(entry.name))
 
 
 def read_window(root: str | os.PathLike[str], name: str) -> list[Point]:
@@ -582,7 +701,13 @@ def archive_window(root: str | os.PathLike[str], name: str) -> None:
     except OSError:
         if not target.is_dir():
             raise
+        # Both exist only after the clock went backwards: one archived window, re-described from its files.
+        (source / MANIFEST_NAME).unlink(missing_ok=True)
         _merge_dir(source, target)
+        old = WindowManifest.from_json((target / MANIFEST_NAME).read_bytes(), str(target / MANIFEST_NAME))
+        entries = tuple(describe_segment(path) for path in sorted(target.glob(f"*{_SEGMENT_SUFFIX}")))
+        fresh = WindowManifest(name, old.length_s, entries, old.writer, old.sealed_at, old.interruptions)
+        write_file_atomically(target / MANIFEST_NAME, fresh.to_json().encode())
     _fsync_dir(base / SEALED)
     _fsync_dir(base / ARCHIVE)
 
@@ -631,6 +756,32 @@ def read_dead_letters(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
+
+def _collector_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ihub")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _interruption_records(directory: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((directory / _INTERRUPTIONS_NAME).read_bytes()))
+    except FileNotFoundError:
+        return []
+
+
+def _read_interruptions(directory: Path) -> tuple[Interruption, ...]:
+    return tuple(
+        Interruption(
+            stopped_at=datetime.fromisoformat(record["stopped_at"]),
+            restarted_at=datetime.fromisoformat(record["restarted_at"]) if record.get("restarted_at") else None,
+        )
+        for record in _interruption_records(directory)
+    )
 
 
 def _read_segment(path: Path) -> list[Point]:

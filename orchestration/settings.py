@@ -33,13 +33,10 @@ def local_timezone() -> str:
 
 
 def spool_dir() -> Path:
-    """The SCADA collector's spool (``IHUB_SPOOL_DIR``), shared with the Dagster window job."""
+    """Where the SCADA collector publishes its windows (``IHUB_SPOOL_DIR``): the window job reads and
+    acknowledges them there, through the contract in ``collector.manifest``. No window length is set
+    on this side: each window's manifest carries its own."""
     return Path(os.environ.get("IHUB_SPOOL_DIR", data_dir() / "spool")).resolve()
-
-
-def spool_window_s() -> int:
-    """Length of a SCADA window, seconds (``IHUB_SPOOL_WINDOW_S``, default 300); the collector's must match."""
-    return int(os.environ.get("IHUB_SPOOL_WINDOW_S", "300"))
 
 
 def notifier_channels() -> list:

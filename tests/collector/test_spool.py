@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.manifest import ChecksumError, ManifestError, WindowDirectory
 from collector.points import GOOD, Point
 from collector.spool import (
     Spool,
@@ -81,8 +84,9 @@ def test_points_are_filed_by_receive_window_and_sealed_after_the_delay(tmp_path)
     asyncio.run(scenario())
     assert sealed_windows(tmp_path) == ["20260301T1200Z"]
     assert read_window(tmp_path, "20260301T1200Z") == points[:2]
-    segment = next((tmp_path / "sealed" / "20260301T1200Z").iterdir())
-    assert segment.name == "collector-000000.jsonl"
+    files = sorted(p.name for p in (tmp_path / "sealed" / "20260301T1200Z").iterdir())
+    assert files == ["collector-000000.jsonl", "manifest.json"]
+    segment = tmp_path / "sealed" / "20260301T1200Z" / "collector-000000.jsonl"
     assert segment.read_text().splitlines() == [p.to_json() for p in points[:2]]
     with pytest.raises(SpoolError, match="still open"):
         read_window(tmp_path, "20260301T1205Z")
@@ -132,7 +136,8 @@ def test_recovery_truncates_a_torn_line_and_seals_windows_already_over(tmp_path)
 
     asyncio.run(restart_in_window())
     assert segment.read_bytes().endswith(b"\n")
-    assert sorted(p.name for p in segment.parent.iterdir()) == ["collector-000000.jsonl", "collector-000001.jsonl"]
+    segments = sorted(p.name for p in segment.parent.glob("*.jsonl"))
+    assert segments == ["collector-000000.jsonl", "collector-000001.jsonl"]
 
     # Restarted after the window: it is sealed on start, with every acknowledged point and no torn one.
     clock.now = T0 + 3600
@@ -270,13 +275,16 @@ def test_a_failed_write_is_cut_back_and_the_spool_goes_on_in_a_new_segment(tmp_p
     acknowledged = {int(line.split()[1]) for line in lines if line.startswith("ok")}
     assert len(acknowledged) > len(failed)  # it went on after each failure
     window = tmp_path / "open" / "20260301T1200Z"
-    assert len(list(window.iterdir())) > 1  # new segments after failures
-    for segment in window.iterdir():
+    assert len(list(window.glob("*.jsonl"))) > 1  # new segments after failures
+    for segment in window.glob("*.jsonl"):
         assert segment.read_bytes().endswith(b"\n")  # no torn line left behind
     Spool(tmp_path, clock=lambda: T0 + 3600).close()
     values = [p.value for p in read_window(tmp_path, "20260301T1200Z")]
     assert sorted(set(values)) == sorted(float(seq) for seq in acknowledged)
     assert len(values) == 10 * len(acknowledged)
+    # The manifest, written on recovery from the files, agrees with what was acknowledged.
+    manifest, published = WindowDirectory(tmp_path).read("20260301T1200Z")
+    assert manifest.points == len(published) == 10 * len(acknowledged)
 
 
 WRITER = textwrap.dedent(
@@ -351,7 +359,117 @@ def test_no_acknowledged_point_is_lost_when_the_writer_is_killed(tmp_path, caplo
     for name in sealed_windows(root):
         for p in read_window(root, name):
             found[p.source_ts_us] = found.get(p.source_ts_us, 0) + 1
+    # Every window's manifest matches its segments (counted as written, or described on recovery).
+    windows = WindowDirectory(root)
+    assert sum(len(windows.read(name)[1]) for name in sealed_windows(root)) == sum(found.values())
     missing = acknowledged - found.keys()
     assert not missing, f"{len(missing)} acknowledged points lost, e.g. {sorted(missing)[:5]}"
     assert all(found[seq] == 1 for seq in acknowledged)
     assert list((root / "open").iterdir()) == []
+
+
+def test_a_sealed_window_is_published_with_its_manifest(tmp_path):
+    clock = Clock(T0 + 1)
+    points = [point(T0 + 1 + i, float(i)) for i in range(5)]
+
+    async def scenario():
+        async with Spool(tmp_path, window_s=60, writer="edge-a", clock=clock) as spool:
+            await spool.append(points[:3])
+            await spool.append(points[3:])
+            clock.now = T0 + 63
+            assert spool.seal_due() == ["20260301T1200Z"]
+
+    asyncio.run(scenario())
+    windows = WindowDirectory(tmp_path)
+    assert windows.pending() == ["20260301T1200Z"]
+    manifest, read = windows.read("20260301T1200Z")
+    assert read == points
+    assert (manifest.window, manifest.length_s, manifest.points) == ("20260301T1200Z", 60, 5)
+    assert manifest.start == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert manifest.end == datetime(2026, 3, 1, 12, 1, tzinfo=UTC)
+    segment = tmp_path / "sealed" / "20260301T1200Z" / "edge-a-000000.jsonl"
+    (entry,) = manifest.segments
+    assert (entry.name, entry.bytes, entry.points) == (segment.name, segment.stat().st_size, 5)
+    assert entry.sha256 == hashlib.sha256(segment.read_bytes()).hexdigest()
+    assert (manifest.writer.name, manifest.writer.pid) == ("edge-a", os.getpid())
+    assert manifest.sealed_at == datetime.fromtimestamp(T0 + 63, UTC)
+    assert manifest.interruptions == ()
+    document = json.loads((tmp_path / "sealed" / "20260301T1200Z" / "manifest.json").read_text())
+    assert document["format_version"] == 1 and document["start"] == "2026-03-01T12:00:00.000Z"
+
+
+def test_a_damaged_segment_fails_naming_the_window_and_the_segment(tmp_path):
+    clock = Clock(T0 + 1)
+
+    async def scenario():
+        async with Spool(tmp_path, clock=clock) as spool:
+            await spool.append([point(T0 + 1, 1.0), point(T0 + 2, 2.0)])
+            clock.now = T0 + 400
+            spool.seal_due()
+
+    asyncio.run(scenario())
+    segment = tmp_path / "sealed" / "20260301T1200Z" / "collector-000000.jsonl"
+    segment.write_bytes(segment.read_bytes().replace(b"1.0", b"7.0"))
+    damaged = r"window 20260301T1200Z, segment collector-000000\.jsonl: sha256 \w+ does not match the manifest"
+    with pytest.raises(ChecksumError, match=damaged):
+        WindowDirectory(tmp_path).read("20260301T1200Z")
+    segment.write_bytes(segment.read_bytes()[:-10])
+    with pytest.raises(ChecksumError, match=r"segment collector-000000\.jsonl: \d+ bytes on disk, the manifest says"):
+        WindowDirectory(tmp_path).read("20260301T1200Z")
+    (tmp_path / "sealed" / "20260301T1200Z" / "manifest.json").write_text('{"format_version": 2}')
+    with pytest.raises(ManifestError, match=r"manifest\.json: format_version: expected 1, got 2"):
+        WindowDirectory(tmp_path).read("20260301T1200Z")
+
+
+def test_an_acknowledged_window_is_archived_by_the_collector_and_still_readable(tmp_path):
+    clock = Clock(T0 + 1)
+
+    async def scenario():
+        async with Spool(tmp_path, clock=clock) as spool:
+            await spool.append([point(T0 + 1), point(T0 + 2)])
+            clock.now = T0 + 400
+            spool.seal_due()
+            windows = WindowDirectory(tmp_path)
+            windows.acknowledge("20260301T1200Z", by="run-1", points=2)
+            assert windows.pending() == [] and windows.is_acknowledged("20260301T1200Z")
+            assert sealed_windows(tmp_path) == ["20260301T1200Z"]  # the consumer moved nothing
+            spool.seal_due()  # the collector's next tick archives it, and the backlog drops
+            assert spool.backlog_bytes == 0
+
+    asyncio.run(scenario())
+    archived = tmp_path / "archive" / "20260301T1200Z"
+    assert sorted(p.name for p in archived.iterdir()) == ["ack.json", "collector-000000.jsonl", "manifest.json"]
+    assert json.loads((archived / "ack.json").read_text())["acknowledged_by"] == "run-1"
+    assert list((tmp_path / "acks").iterdir()) == []
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    windows = WindowDirectory(tmp_path)
+    assert [m.window for m in windows.available(start, start.replace(hour=13), acknowledged_only=True)] == [
+        "20260301T1200Z"
+    ]
+    assert len(windows.read("20260301T1200Z")[1]) == 2
+
+
+def test_a_stopped_collector_is_an_interruption_in_the_manifest_not_a_silence(tmp_path):
+    clock = Clock(T0 + 10)
+
+    async def first_run():
+        async with Spool(tmp_path, clock=clock) as spool:
+            await spool.append([point(T0 + 10)])
+            clock.now = T0 + 100  # stopped here, inside the window
+
+    asyncio.run(first_run())
+    clock.now = T0 + 160  # restarted later in the same window
+    spool = Spool(tmp_path, clock=clock)
+    clock.now = T0 + 400
+    spool.seal_due()
+    spool.close()
+    manifest = WindowDirectory(tmp_path).manifest("20260301T1200Z")
+    (gap,) = manifest.interruptions
+    assert gap.stopped_at == datetime.fromtimestamp(T0 + 100, UTC)
+    assert gap.restarted_at == datetime.fromtimestamp(T0 + 160, UTC)
+    start = datetime.fromtimestamp(T0, UTC)
+    assert manifest.listening() == [
+        (start, datetime.fromtimestamp(T0 + 100, UTC)),
+        (datetime.fromtimestamp(T0 + 160, UTC), datetime.fromtimestamp(T0 + 300, UTC)),
+    ]
+    assert start.minute == 0
