@@ -1,7 +1,7 @@
 """SCADA windows: the windows the collector publishes, loaded into the lake, checked, aggregated and alerted on.
 
 The collector files every point under the receive window (5 minutes by default) in which it arrived
-and publishes the window, with a manifest, once it is over (``collector.manifest``). The
+and publishes the window, with a manifest, once it is over (``resources.scada_manifest``). The
 ``scada_window_sensor`` asks for one run per published window: partition = the window's hour, tag
 ``scada/window`` = the window. The run loads the window's points (idempotently: a re-run replaces the
 same file), acknowledges the window (the collector then archives it), aggregates per point by
@@ -19,20 +19,17 @@ import polars as pl
 
 from assets.lake_tables import lake_metadata
 from assets.partitions import hourly
+from contracts.scada import HISTORIAN_POINTS, SCADA_AGGREGATES, SCADA_POINTS, SCADA_WINDOW_ALERTS
 from quality import timeseries
 from quality.conform import conform, rejects_table
 from quality.scada import (
-    HISTORIAN_POINTS,
-    SCADA_AGGREGATES,
-    SCADA_POINTS,
-    SCADA_WINDOW_ALERTS,
     device_gaps,
     points_between,
     run_windows,
 )
 from resources.historian import HistorianClient
 from resources.http import SourceError
-from resources.lake import Lake, partition_starts
+from resources.lake import Lake, time_windows
 from resources.notifier import Notification, Notifier
 from resources.scada_spool import ScadaWindows
 
@@ -57,7 +54,7 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
     """Every SCADA point received (flow, pressure, level, temperature, power, status), with its quality
     and both timestamps; redelivered copies removed. One file per receive window, hourly partitions: a
     window run loads its window into its hour, an hour run every window of the hour still available."""
-    from collector.manifest import ManifestError
+    from resources.scada_manifest import ManifestError
 
     manifests = run_windows(context, scada_spool, loaded=False)
     if not manifests:
@@ -212,10 +209,12 @@ def historian_points(context: dg.AssetExecutionContext, historian: HistorianClie
             rows = historian.points(cursor, end)
         except SourceError as error:
             raise dg.Failure(description=f"scada historian: could not load partition {label}: {error}") from error
-        loaded = conform(rows, HISTORIAN_POINTS, source="historian", partition_key=label, window=(cursor, end))
-        starts = partition_starts(cursor, end, "hour")
-        written += lake.replace_partitions(HISTORIAN_POINTS, loaded.frame, starts, "hour").rows
-        lake.replace_partitions(rejects_table(HISTORIAN_POINTS), loaded.rejects, starts, "hour")
+        hours = time_windows(hourly, cursor, end)
+        loaded = conform(
+            rows, HISTORIAN_POINTS, source="historian", partition_key=label, window=(cursor, end), partitions=hours
+        )
+        written += lake.replace_partitions(HISTORIAN_POINTS, loaded.frame, hours).rows
+        lake.replace_partitions(rejects_table(HISTORIAN_POINTS), loaded.rejects, hours)
         received += loaded.received
         rejected += loaded.rejected
         cursor = end

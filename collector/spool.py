@@ -3,12 +3,12 @@
 Layout under the spool root (one collector process writes a root; a lock file enforces it)::
 
     open/<W>/<writer>-<seq:06d>.jsonl     being written: one ``Point.to_json()`` per line
-    sealed/<W>/...                        published: segments + manifest.json (``collector.manifest``)
+    sealed/<W>/...                        published: segments + manifest.json (``resources.scada_manifest``)
     acks/<W>.json                         the consumer's acknowledgement that it loaded the window
     archive/<W>/...                       consumed: moved here by the spool once acknowledged
     dead-letter/<source>-<YYYYMMDD>.jsonl unparsable input, one JSON object per line with the reason
 
-``sealed/``, ``acks/`` and ``archive/`` are the hand-off contract, described in ``collector.manifest``;
+``sealed/``, ``acks/`` and ``archive/`` are the hand-off contract, described in ``resources.scada_manifest``;
 everything else here is the writer's own business.
 
 ``<W>`` names a *receive-time* window by its UTC start, e.g. ``20260301T1205Z`` for 12:05–12:10 with
@@ -34,7 +34,7 @@ segment's modification time after a crash) and when it restarted, in ``interrupt
 manifest carries them, so the silence of a stopped collector is not reported as device gaps.
 
 The raw helpers at the end (``sealed_windows``, ``read_window``, ``archive_window``) are the collector's
-own view of its root, for its tests and benchmarks; consumers use ``collector.manifest.WindowDirectory``.
+own view of its root, for its tests and benchmarks; consumers use ``resources.scada_manifest.WindowDirectory``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collector.manifest import (
+from collector.points import Point
+from resources.scada_manifest import (
     ACK_NAME,
     ACKS,
     MANIFEST_NAME,
@@ -73,7 +74,6 @@ from collector.manifest import (
     window_start,
     write_file_atomically,
 )
-from collector.points import Point
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -37,7 +37,7 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
     import httpx
 
     from collector.embedded_broker import start_local_broker
-    from collector.manifest import window_name
+    from resources.scada_manifest import window_name
     from simulators.modbus import serve_modbus
     from simulators.opcua import serve_opcua
     from simulators.scada_gateway import GatewayConfig, GatewaySimulator, Scenario
@@ -204,7 +204,7 @@ def _clock(epoch_s: float) -> str:
 
 def _sealed_or_archived(spool: Path) -> set[str]:
     """Windows the collector has published (sealed, acknowledged or archived), through the contract."""
-    from collector.manifest import WindowDirectory
+    from resources.scada_manifest import WindowDirectory
 
     windows = WindowDirectory(spool)
     return {m.window for m in windows.available(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))}
@@ -219,7 +219,7 @@ def _window_runs(dg, windows: set[str] | None = None, since: str = "") -> list[t
 
 
 def _summary(say, runs: list[tuple[str, str]], health: dict, data_dir: Path, since: datetime) -> int:
-    from quality.scada import SCADA_POINTS, SCADA_WINDOW_ALERTS
+    from contracts.scada import SCADA_POINTS, SCADA_WINDOW_ALERTS
     from resources.lake import Lake
 
     lake = Lake(root=str(data_dir / "lake"))

@@ -34,7 +34,7 @@ def local_timezone() -> str:
 
 def spool_dir() -> Path:
     """Where the SCADA collector publishes its windows (``IHUB_SPOOL_DIR``): the window job reads and
-    acknowledges them there, through the contract in ``collector.manifest``. No window length is set
+    acknowledges them there, through the contract in ``resources.scada_manifest``. No window length is set
     on this side: each window's manifest carries its own."""
     return Path(os.environ.get("IHUB_SPOOL_DIR", data_dir() / "spool")).resolve()
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -42,7 +41,6 @@ __all__ = [
     "Lake",
     "LakeTable",
     "Written",
-    "partition_starts",
     "time_windows",
     "window_file_name",
 ]
@@ -52,21 +50,6 @@ _WINDOW_FILE = re.compile(r"^part-(?P<hhmm>\d{4})-(?P<length>P[0-9A-Z]+)\.parque
 _DURATION = re.compile(r"^P(?:(?P<months>\d+)M|(?P<days>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
 # Files written before windows were named: hourly parts and daily parts of the first lake layout.
 _LEGACY_NAMES = {timedelta(hours=1): "part-{hhmm}.parquet", timedelta(days=1): "part-day.parquet"}
-
-# Kept for callers that still pass start times and a grain (assets/scada.py's historian); new code passes
-# ``dg.TimeWindow``s from its partitions definition (``time_windows``).
-Grain = Literal["hour", "day"]
-GRAIN_STEP: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-
-
-def partition_starts(start: datetime, end: datetime, grain: Grain) -> list[datetime]:
-    """Every partition start in ``[start, end)`` at the given grain (see ``time_windows`` for any grain)."""
-    step = GRAIN_STEP[grain]
-    starts, cursor = [], start
-    while cursor < end:
-        starts.append(cursor)
-        cursor += step
-    return starts
 
 
 def time_windows(
@@ -231,8 +214,7 @@ class Lake(dg.ConfigurableResource):
         self,
         table: LakeTable,
         frame: pl.DataFrame,
-        windows: Sequence[dg.TimeWindow] | Sequence[datetime],
-        grain: Grain | None = None,
+        windows: Sequence[dg.TimeWindow],
         *,
         static_key: str | None = None,
     ) -> Written:
@@ -242,12 +224,11 @@ class Lake(dg.ConfigurableResource):
         length from minutes to months. A row in none of them refuses the whole write before any file is
         touched. A partition with no rows is written as an empty file: an empty hour (or month) is a fact
         worth keeping, and it replaces whatever an earlier run had put there. ``static_key`` names the
-        static partition of a table with a ``static_column``. (Start times with a ``grain`` are still
-        accepted for callers not yet moved to time windows.)
+        static partition of a table with a ``static_column``.
         """
         if table.time_column is None:
             raise ValueError(f"table {table.layer}.{table.name} has no time column to partition by")
-        spans = _as_windows(table, windows, grain)
+        spans = _as_windows(table, windows)
         frame = table.conform(frame)
         self._check_static(table, frame, static_key)
         slots = _slot_of_rows(frame.get_column(table.time_column), spans)
@@ -390,18 +371,8 @@ class Lake(dg.ConfigurableResource):
         return sorted(keys)
 
 
-def _as_windows(
-    table: LakeTable, windows: Sequence[dg.TimeWindow] | Sequence[datetime], grain: Grain | None
-) -> list[tuple[datetime, datetime]]:
-    spans = []
-    for window in windows:
-        if isinstance(window, datetime):
-            if grain is None:
-                raise TypeError(f"{table.layer}.{table.name}: partition starts need a grain; pass dg.TimeWindow")
-            spans.append((window, window + GRAIN_STEP[grain]))
-        else:
-            spans.append((window.start, window.end))
-    spans = sorted((s.astimezone(UTC), e.astimezone(UTC)) for s, e in spans)
+def _as_windows(table: LakeTable, windows: Sequence[dg.TimeWindow]) -> list[tuple[datetime, datetime]]:
+    spans = sorted((w.start.astimezone(UTC), w.end.astimezone(UTC)) for w in windows)
     for (_, end), (start, _) in pairwise(spans):
         if start < end:
             raise ValueError(f"{table.layer}.{table.name}: partitions being written overlap at {start:%Y-%m-%dT%H:%M}Z")

@@ -1,7 +1,7 @@
 """The SCADA windows the collector publishes, as the Dagster side sees them: through the hand-off contract.
 
 ``ScadaWindows`` lists the windows waiting to be loaded, reads one (checksums verified) and
-acknowledges it, all through ``collector.manifest``; it knows nothing of how the collector writes or
+acknowledges it, all through ``resources.scada_manifest``; it knows nothing of how the collector writes or
 seals, and it has no window length of its own: each window's length comes from its manifest. A worker
 on another machine needs read access to ``sealed/`` and ``archive/`` and write access to ``acks/`` of
 ``root``, never a read-write mount of the collector's spool as a whole.
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 if TYPE_CHECKING:
-    from collector.manifest import WindowManifest
     from collector.points import Point
+    from resources.scada_manifest import WindowManifest
 
 
 class ScadaWindows(dg.ConfigurableResource):
@@ -45,6 +45,6 @@ class ScadaWindows(dg.ConfigurableResource):
         self._directory().acknowledge(name, by, points)
 
     def _directory(self):
-        from collector.manifest import WindowDirectory
+        from resources.scada_manifest import WindowDirectory
 
         return WindowDirectory(self.root)

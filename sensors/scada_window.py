@@ -30,7 +30,7 @@ def scada_window_sensor(job) -> dg.SensorDefinition:
         description="One run per published SCADA window (run key = window, partition = its hour).",
     )
     def _sensor(context: dg.SensorEvaluationContext, scada_spool: ScadaWindows):
-        from collector.manifest import window_start
+        from resources.scada_manifest import window_start
 
         windows = scada_spool.pending()
         cursor = context.cursor or ""

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from contracts.dmama import FLOW_READINGS, METER_READINGS
-from quality.scada import SCADA_POINTS
+from contracts.scada import SCADA_POINTS
 from resources.catalog import open_catalog
 from resources.lake import Lake, time_windows
 from tests.test_catalog import night_readings, publish

@@ -17,11 +17,12 @@ import polars as pl
 import pytest
 
 from collector import spool as spool_format
-from collector.manifest import WindowDirectory
 from collector.points import Point, to_micros
 from collector.spool import Spool
-from quality.scada import SCADA_AGGREGATES, SCADA_POINTS, SCADA_WINDOW_ALERTS, WINDOW_TAG
+from contracts.scada import SCADA_AGGREGATES, SCADA_POINTS, SCADA_WINDOW_ALERTS
+from quality.scada import WINDOW_TAG
 from resources.notifier import Notifier, NotifierChannel
+from resources.scada_manifest import WindowDirectory
 from resources.scada_spool import ScadaWindows
 
 W_START = datetime(2026, 3, 2, 3, 5, tzinfo=UTC)
@@ -371,7 +372,8 @@ def test_the_hour_partition_shows_what_window_runs_loaded_and_reruns_from_the_ui
 def test_historian_backfill_lands_every_tag_and_survives_an_outage(tmp_path, lake, instance):
     from assets.partitions import hourly
     from assets.scada import historian_points
-    from quality.scada import HISTORIAN_POINTS, historian_checks
+    from contracts.scada import HISTORIAN_POINTS
+    from quality.scada import historian_checks
     from resources.historian import HistorianClient
     from simulators.historian import serve_historian
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from collector.manifest import ChecksumError, ManifestError, WindowDirectory
 from collector.points import GOOD, Point
 from collector.spool import (
     Spool,
@@ -32,6 +31,7 @@ from collector.spool import (
     window_start,
     write_dead_letter,
 )
+from resources.scada_manifest import ChecksumError, ManifestError, WindowDirectory
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()  # a window boundary
