@@ -4,8 +4,6 @@ The tables themselves are declared in ``contracts/dmama.py``; checks name their 
 ``quality/`` never imports ``assets/``.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -185,7 +183,51 @@ def dmama_checks(
     """Every DMAMA check: one GX suite per table, each rule reported as its own check."""
     return [
         build_gx_checks(FLOW_READINGS_KEY, FLOW_READINGS, FLOW_RULES, hourly),
+        clock_on_slot_grid(hourly),
         build_gx_checks(METER_READINGS_KEY, METER_READINGS, METER_RULES, daily),
         build_gx_checks(DMAS_KEY, DMAS, DMA_RULES),
         build_gx_checks(METERS_KEY, METERS, METER_LIST_RULES),
     ]
+
+
+def clock_on_slot_grid(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetChecksDefinition:
+    """WARN when a DMA's readings arrived shifted off the 15-minute slot grid (a source clock skew).
+
+    The skew can only be seen in what the source *sent* for a request, before conform filed the shifted
+    rows that fell outside the request as rejects; the asset measures it there (``quality/slot_grid.py``)
+    and records it on each partition's materialization, which this check judges.
+    """
+
+    @dg.asset_check(
+        asset=FLOW_READINGS_KEY,
+        name="clock_on_slot_grid",
+        partitions_def=partitions_def,
+        blocking=False,
+        description=(
+            "Every DMA's readings sit on the 15-minute slot grid of the window asked for; a series shifted as a "
+            "whole (a skewed source clock) is flagged with its offset, even when a wide request hid it."
+        ),
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        skewed: dict[str, float] = {}
+        judged = 0
+        for key in context.partition_keys:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=FLOW_READINGS_KEY, asset_partitions=[key]), limit=1
+            ).records
+            metadata = records[0].asset_materialization.metadata if records else {}
+            judged += 1 if "clock_skewed" in metadata else 0
+            by_dma = metadata.get("clock_skew_s_by_dma_id")
+            skewed.update(by_dma.value if by_dma is not None else {})
+        return dg.AssetCheckResult(
+            passed=not skewed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "partitions_judged": judged,
+                "skewed_dmas": len(skewed),
+                "max_clock_skew_s": max((abs(v) for v in skewed.values()), default=0.0),
+                "skew_s_by_dma": ", ".join(f"{d}: {v:+.0f}" for d, v in sorted(skewed.items())) or "none",
+            },
+        )
+
+    return _check

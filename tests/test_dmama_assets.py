@@ -94,6 +94,7 @@ def test_one_hour_matches_the_source_and_passes_every_check(catalogue, hub_resou
     assert (meta["rows_received"], meta["rows_written"], meta["rows_rejected"]) == (20, 20, 0)
     assert checks_of(result) == {
         "flow_readings:keys_present": True,
+        "flow_readings:clock_on_slot_grid": True,
         "flow_readings:unique_dma_id_timestamp": True,
         "flow_readings:values_in_physical_range": True,
         "flow_readings:known_dmas": True,

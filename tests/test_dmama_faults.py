@@ -245,6 +245,10 @@ def test_a_day_stored_an_hour_late_is_flagged_in_the_metadata(dmama_server, lake
     assert (meta["rows_received"], meta["rows_rejected"]) == (5 * 96, 4)  # only the last hour left the window
     assert (meta["clock_skewed"], meta["max_clock_skew_s"]) == (1, 3600.0)
     assert meta["clock_skew_s_by_dma_id"] == {"DMA-0004": 3600.0}
+    skew_checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "clock_on_slot_grid"]
+    assert skew_checks and not any(e.passed for e in skew_checks)
+    assert {e.severity for e in skew_checks} == {dg.AssetCheckSeverity.WARN}
+    assert skew_checks[0].metadata["skew_s_by_dma"].value == "DMA-0004: +3600"
 
 
 def test_a_clean_run_reports_no_skew(dmama_server, lake, analyst_catalog, instance):
