@@ -8,7 +8,7 @@ import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line (the docs' commands are tested against it: tests/test_cli_docs.py)."""
+    """The whole command line (the docs' commands are tested against it: tests/ihub/test_cli_docs.py)."""
     parser = argparse.ArgumentParser(
         prog="ihub",
         description="Integration hub: Dagster-orchestrated ingestion, checks and analytics for a water utility.",

@@ -19,7 +19,7 @@ import pytest
 
 from ihub.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 # A fence tagged ``text`` holds a diagram or output, not commands.
 _FENCE = re.compile(r"^```(?P<info>[^\n]*)$(?P<body>.*?)^```", re.M | re.S)

@@ -13,7 +13,7 @@ import duckdb
 from contracts.dmama import FLOW_READINGS
 from resources.lake import time_windows
 from resources.storage import DEBRIS_AGE_S, temporary_name, writer_identity
-from tests.test_catalog import night_readings, publish
+from tests.resources.test_catalog import night_readings, publish
 
 T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")

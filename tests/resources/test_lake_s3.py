@@ -15,7 +15,7 @@ from contracts.dmama import FLOW_READINGS, METER_READINGS
 from contracts.scada import SCADA_POINTS
 from resources.catalog import open_catalog
 from resources.lake import Lake, time_windows
-from tests.test_catalog import night_readings, publish
+from tests.resources.test_catalog import night_readings, publish
 
 T0 = datetime(2026, 3, 1, 17, tzinfo=UTC)
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
