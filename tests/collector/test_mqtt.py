@@ -1,7 +1,7 @@
 """MQTT reader: decoding by hand, then against a real Mosquitto this test starts (and restarts, and kills).
 
 Every broker test runs ``mosquitto`` with the shipped ``deploy/mosquitto.conf`` on a free loopback port
-(``collector.embedded_broker.MosquittoProcess``), so it needs no system service; one test uses the
+(``simulators.mqtt_broker.MosquittoProcess``), so it needs no system service; one test uses the
 machine's broker on 1883 (marked ``service``). The crash test runs the collector (reader + real spool)
 as a subprocess, started through ``collector_process_main`` below.
 """
@@ -30,7 +30,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
-from collector.embedded_broker import MosquittoProcess, start_embedded_broker
+from simulators.mqtt_broker import MosquittoProcess, start_embedded_broker
 from collector.mqtt import MessageDecoder, MqttBrokerConfig, MqttReader, acknowledge, build_reader
 from collector.points import BAD, GOOD, UNCERTAIN, Point
 from simulators.scada_gateway import GatewayConfig, GatewaySimulator
