@@ -294,13 +294,19 @@ class Child:
             raise RuntimeError(f"subscriber did not start: {line!r}")
 
     def result(self, timeout_s: float) -> dict[str, Any]:
+        # Not communicate(): it reads the pipe's descriptor and misses what readline() already buffered,
+        # which is the result itself when "ready" and the result arrive in one read (register mode).
+        assert self.process.stdout is not None
         try:
-            out, _ = self.process.communicate(timeout=timeout_s)
+            self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             raise
-        return json.loads(out.strip().splitlines()[-1])
+        lines = self.process.stdout.read().strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"subscriber exited with {self.process.returncode} and no result")
+        return json.loads(lines[-1])
 
 
 def _sys_received(port: int) -> int:
