@@ -834,9 +834,10 @@ def _register_offline_session(port: int, client_id: str, topic: str) -> None:
 
 
 def test_messages_the_broker_drops_are_reported(tmp_path: Path) -> None:
-    """A broker with a 10-message queue: drops while the reader was away, then drops for another client."""
+    """A broker with a 100-message queue: drops while the reader was away, then drops for another client."""
     require_mosquitto()
-    extra = ("max_queued_messages 10", "sys_interval 1")
+    # Mosquitto also holds QoS 0 messages (the $SYS counters) to this limit of unsent packets per client.
+    extra = ("max_queued_messages 100", "sys_interval 1")
     with MosquittoProcess(data_dir=tmp_path / "mosquitto", config=None, extra=extra) as broker:
         cfg = config(broker.port, tmp_path)
         emit = Collected()
@@ -846,27 +847,27 @@ def test_messages_the_broker_drops_are_reported(tmp_path: Path) -> None:
                 pass  # registers the persistent session, then leaves
 
         run(away())
-        publish(broker.port, [(f"scada/UNIT001/level{i}", str(i)) for i in range(200)])
+        publish(broker.port, [(f"scada/UNIT001/level{i}", str(i)) for i in range(300)])
         time.sleep(1.5)  # one $SYS round, so the counter the reader finds is current
 
         async def back() -> tuple[dict[str, Any], dict[str, Any]]:
             reader = build_reader(cfg)
             async with running(reader, emit):
-                await until(lambda: stats_reported(reader) and len(emit.points) == 10, what="the queued ten")
+                await until(lambda: stats_reported(reader) and len(emit.points) == 100, what="the queued hundred")
                 on_return = reader.health()
                 # The counter is the broker's, for every client: a dashboard's session overflowing counts too.
                 await asyncio.to_thread(_register_offline_session, broker.port, "dashboard", "other/#")
-                await asyncio.to_thread(publish, broker.port, [(f"other/{i}", str(i)) for i in range(200)])
-                await until(lambda: reader.health()["broker_dropped_since_connect"] == 190, what=f"the new drops {reader.health()}")
+                await asyncio.to_thread(publish, broker.port, [(f"other/{i}", str(i)) for i in range(300)])
+                await until(lambda: reader.health()["broker_dropped_since_connect"] == 200, what="the new drops")
                 return on_return, reader.health()
 
         on_return, health = run(back())
-    # While away, the session's queue kept 10 of 200; the broker counted the rest before the reader returned.
-    assert (on_return["broker_dropped_messages"], on_return["broker_dropped_since_connect"]) == (190, 0)
+    # While away, the session's queue kept 100 of 300; the broker counted the rest before the reader returned.
+    assert (on_return["broker_dropped_messages"], on_return["broker_dropped_since_connect"]) == (200, 0)
     assert on_return["last_error"] is None
-    assert [p.value for p in emit.points] == [float(i) for i in range(10)]
-    assert (health["broker_dropped_messages"], health["broker_dropped_since_connect"]) == (380, 190)
-    assert "the broker dropped" in health["last_error"] and "(190 since the reader connected" in health["last_error"]
+    assert [p.value for p in emit.points] == [float(i) for i in range(100)]
+    assert (health["broker_dropped_messages"], health["broker_dropped_since_connect"]) == (400, 200)
+    assert "the broker dropped" in health["last_error"] and "(200 since the reader connected" in health["last_error"]
 
 
 # ---------------------------------------------------------------------------------------- crash test
