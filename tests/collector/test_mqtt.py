@@ -831,6 +831,7 @@ def _register_offline_session(port: int, client_id: str, topic: str) -> None:
     assert subscribed.wait(5), "the broker did not acknowledge the subscription"
     client.disconnect()
     client.loop_stop()
+    time.sleep(0.5)  # until the broker has seen it go: a connected client would take 20 more in flight
 
 
 def test_messages_the_broker_drops_are_reported(tmp_path: Path) -> None:
@@ -847,6 +848,7 @@ def test_messages_the_broker_drops_are_reported(tmp_path: Path) -> None:
                 pass  # registers the persistent session, then leaves
 
         run(away())
+        time.sleep(0.5)  # until the broker has seen the reader go
         publish(broker.port, [(f"scada/UNIT001/level{i}", str(i)) for i in range(300)])
         time.sleep(1.5)  # one $SYS round, so the counter the reader finds is current
 
