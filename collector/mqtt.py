@@ -37,7 +37,9 @@ after an fsync loses a burst there (a quarter of 19,000 messages/s). MQTT 5 is t
 waits in flight (outside the queue limit) while batches are synced. paho builds a ``Properties``
 object for every MQTT 5 PUBLISH, which would halve the throughput; ``_Client`` reads the PUBLISH
 packets that carry no properties (every reading) directly. With 3.1.1, the broker's
-``max_inflight_messages`` and ``max_queued_messages`` must be raised (``deploy/mosquitto.conf``).
+``max_inflight_messages`` and ``max_queued_messages`` must be raised (``deploy/mosquitto.conf``), and
+so must the queue for the time the collector is away, and on Mosquitto 2.0.11, which miscounts its
+in-flight quota under load (docs/protocols/mqtt.md, "A stock broker").
 
 Broker statistics: the reader also subscribes (QoS 0) to Mosquitto's ``$SYS`` counters of dropped
 and stored messages and its uptime, and reports them in ``health()`` (``broker_dropped_messages``):

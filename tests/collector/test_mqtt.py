@@ -779,8 +779,9 @@ def test_a_burst_on_a_stock_broker_reaches_the_spool_whole(tmp_path: Path) -> No
 
     The old default (MQTT 3.1.1, so the broker's 20-message window) lost most of such a burst at the
     broker; MQTT 5 with a 65,535-message receive maximum keeps it in flight instead. Why not more:
-    Mosquitto before 2.0.13 leaks in-flight quota (eclipse/mosquitto#2306; this machine has 2.0.11), so
-    past about 50,000 messages to a subscriber that runs behind it drops them even inside the window.
+    Mosquitto 2.0.11 (this machine's) miscounts its in-flight quota under load (probably
+    eclipse/mosquitto#2306, fixed in 2.0.13), so past about 50,000 messages to a subscriber that runs
+    behind it drops some even inside the window (docs/protocols/mqtt.md, "A stock broker").
     """
     require_mosquitto_pub()
     from collector.spool import Spool
