@@ -1,6 +1,7 @@
 """MQTT QoS 1 into the durable spool: sustained points per second, points lost, the collector's memory.
 
-Run: ``python -m bench.mqtt_throughput [--messages 1000000] [--publishers 4] [--mode both|drain|live]``
+Run: ``python -m bench.mqtt_throughput [--messages 1000000] [--publishers 4] [--mode both|drain|live]
+[--stock-messages 100000]``
 
 What is measured, on one Mosquitto started with ``deploy/mosquitto.conf`` on a free loopback port:
 
@@ -12,6 +13,12 @@ What is measured, on one Mosquitto started with ``deploy/mosquitto.conf`` on a f
    acknowledged only after the spool returned.
 3. **batched** (``mqtt_batched_points_per_s``): the same collector, 100 points per message on
    ``scada/{unit}/batch``.
+4. **stock broker** (``mqtt_stock_points_per_s``, ``mqtt_stock_points_lost``): the collector with its
+   defaults, live, against a second Mosquitto run with its stock settings (only a loopback listener and
+   anonymous access: 20 messages in flight and 1,000 queued per MQTT 3.1.1 client), fed a burst of
+   ``--stock-messages`` single-point messages as fast as the publishers go. ``mqtt_stock_broker_dropped``
+   is what the broker's ``$SYS`` counter says it dropped, as the reader's ``health()`` reported it after
+   the broker's next ``$SYS`` round (-1: not reported).
 
 The burst is ``--messages`` single-point QoS 1 messages (JSON with a unique timestamp each), published
 by ``--publishers`` ``mosquitto_pub -l`` processes in parallel (a C client; not the bottleneck). In
@@ -123,8 +130,7 @@ class Publishers:
             self.processes.append(process)
             self.feeders.append(feeder)
 
-    @staticmethod
-    def _feed(process: subprocess.Popen[bytes], path: Path) -> None:
+    def _feed(self, process: subprocess.Popen[bytes], path: Path) -> None:
         assert process.stdin is not None
         try:
             with path.open("rb") as handle:
@@ -188,7 +194,9 @@ def _child_raw(port: int, client_id: str, topic: str, expected: int, register_on
     return {"points": state["count"], "seconds": state["last"] - state["first"], "rss_mb": _rss_mb()}
 
 
-def _child_collector(port: int, client_id: str, topic: str, expected: int, spool_dir: str, register_only: bool) -> dict:
+def _child_collector(
+    port: int, client_id: str, topic: str, expected: int, spool_dir: str, register_only: bool, stall_s: float = STALL_S
+) -> dict:
     """``MqttReader`` (its defaults) into the real spool; stops once ``expected`` points are durable."""
     from collector.mqtt import MqttBrokerConfig, build_reader
     from collector.spool import Spool
@@ -222,11 +230,21 @@ def _child_collector(port: int, client_id: str, topic: str, expected: int, spool
             if not register_only:
                 while not done.is_set():
                     await asyncio.sleep(0.2)
-                    if state["points"] and time.perf_counter() - state["last"] > STALL_S:
+                    if state["points"] and time.perf_counter() - state["last"] > stall_s:
                         break
                 # Give the last acknowledgements a moment to leave before disconnecting.
                 await asyncio.sleep(0.2)
+                # The broker republishes its $SYS counters every sys_interval (10 s as shipped): wait for
+                # the round after the burst, so the drop count covers all of it.
+                uptime = reader.health()["broker_uptime_s"]
+                deadline = time.monotonic() + 12.0
+                while uptime is not None and reader.health()["broker_uptime_s"] == uptime:
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
             health = reader.health()
+            dropped = health.get("broker_dropped_messages")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         return {
@@ -235,6 +253,7 @@ def _child_collector(port: int, client_id: str, topic: str, expected: int, spool
             "rss_mb": _rss_mb(),
             "dead_letters": health["dead_letters"],
             "errors": health["errors"],
+            "broker_dropped": -1 if dropped is None else dropped,
         }
 
     return asyncio.run(main())
@@ -276,13 +295,19 @@ class Child:
             raise RuntimeError(f"subscriber did not start: {line!r}")
 
     def result(self, timeout_s: float) -> dict[str, Any]:
+        # Not communicate(): it reads the pipe's descriptor and misses what readline() already buffered,
+        # which is the result itself when "ready" and the result arrive in one read (register mode).
+        assert self.process.stdout is not None
         try:
-            out, _ = self.process.communicate(timeout=timeout_s)
+            self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             raise
-        return json.loads(out.strip().splitlines()[-1])
+        lines = self.process.stdout.read().strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"subscriber exited with {self.process.returncode} and no result")
+        return json.loads(lines[-1])
 
 
 def _sys_received(port: int) -> int:
@@ -310,7 +335,14 @@ def _forget_session(port: int, client_id: str) -> None:
 
 
 def run_phase(
-    broker_port: int, kind: str, mode: str, messages: int, publishers: int, batch: int, work: Path
+    broker_port: int,
+    kind: str,
+    mode: str,
+    messages: int,
+    publishers: int,
+    batch: int,
+    work: Path,
+    stall_s: float = STALL_S,
 ) -> dict[str, Any]:
     """Publish the burst and measure one subscriber; returns its figures (and lost points for the collector)."""
     prefix = f"b{uuid.uuid4().hex[:6]}"
@@ -318,7 +350,7 @@ def run_phase(
     inputs = _write_inputs(work, prefix, messages, publishers, batch)
     points = messages * batch
     spool_dir = work / f"spool-{prefix}"
-    args = [kind, str(broker_port), client_id, f"{prefix}/+/+", str(points), str(spool_dir)]
+    args = [kind, str(broker_port), client_id, f"{prefix}/+/+", str(points), str(spool_dir), str(stall_s)]
     before = _sys_received(broker_port)
     if mode == "drain":
         Child([*args, "register"]).result(60)
@@ -359,23 +391,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--mode", choices=["live", "drain", "both"], default="both", help="headline figures from drain when run"
     )
+    parser.add_argument(
+        "--stock-messages", type=int, default=100_000, help="burst against a stock Mosquitto (0: skip that run)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        kind, port, client_id, topic, expected, spool_dir, *rest = args.child
+        kind, port, client_id, topic, expected, spool_dir, stall, *rest = args.child
         register = rest == ["register"]
         if kind == "raw":
             result = _child_raw(int(port), client_id, topic, int(expected), register)
         else:
-            result = _child_collector(int(port), client_id, topic, int(expected), spool_dir, register)
+            result = _child_collector(int(port), client_id, topic, int(expected), spool_dir, register, float(stall))
         print(json.dumps(result), flush=True)
         return
 
     for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install mosquitto mosquitto-clients)")
-    from collector.embedded_broker import MosquittoProcess
+    from simulators.mqtt_broker import MosquittoProcess
 
     batch_messages = max(1, args.messages // args.batch_size)
     modes = ["live", "drain"] if args.mode == "both" else [args.mode]
@@ -401,6 +436,20 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(
                         (f"{mode}: {name}", f"{r['rate']:,.0f} pts/s ({r['points']:,} in {r['seconds']:.1f} s{lost})")
                     )
+        if args.stock_messages:
+            # Nothing tuned: what a site gets from a fresh Mosquitto install. The stall limit is short
+            # because a broker that dropped messages never delivers the rest.
+            with MosquittoProcess(data_dir=work / "mosquitto-stock", config=None) as stock_broker:
+                stock = run_phase(
+                    stock_broker.port, "collector", "live", args.stock_messages, args.publishers, 1, work, stall_s=5.0
+                )
+            rows.append(
+                (
+                    "stock broker, live: collector",
+                    f"{stock['rate']:,.0f} pts/s ({stock['points']:,} of {args.stock_messages:,}, lost "
+                    f"{stock['lost']:,}, broker dropped {stock['broker_dropped']:,})",
+                )
+            )
     # Drain measures the subscriber alone over the whole burst; live shares two cores with the broker and four
     # publishers and swings with whatever else runs on the machine. The headline is drain when it ran.
     headline = "drain" if "drain" in modes else "live"
@@ -416,6 +465,15 @@ def main(argv: list[str] | None = None) -> None:
         "mqtt_messages": args.messages,
         "mqtt_publishers": args.publishers,
     }
+    if args.stock_messages:
+        figures.update(
+            {
+                "mqtt_stock_points_per_s": stock["rate"],
+                "mqtt_stock_points_lost": stock["lost"],
+                "mqtt_stock_broker_dropped": stock["broker_dropped"],
+                "mqtt_stock_messages": args.stock_messages,
+            }
+        )
     for other in (m for m in modes if m != headline):
         figures[f"mqtt_{other}_points_per_s"] = results[f"collector-{other}"]["rate"]
         figures[f"mqtt_{other}_raw_points_per_s"] = results[f"raw-{other}"]["rate"]

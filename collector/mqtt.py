@@ -10,8 +10,9 @@ status (``online``, ``offline``, ``maintenance``, bare or as ``{"status": ...}``
 Delivery guarantee (QoS 1, persistent session): paho runs with ``manual_ack=True`` and a message is
 acknowledged only after ``await emit(points)`` returned, i.e. after the points were fsynced in the
 spool. If ``emit`` raises (the spool is full, a disk error), nothing of that batch or of what came
-after it is acknowledged: the reader disconnects, waits (exponential backoff) and reconnects with the
-same client id, and the broker delivers the unacknowledged messages again from the session. A message
+after it is acknowledged: the reader disconnects, waits (``resources.retry.RetryPolicy`` backoff from
+``reconnect_min_s`` to ``reconnect_max_s``) and reconnects with the same client id, and the broker
+delivers the unacknowledged messages again from the session. A message
 that cannot be decoded goes to the dead-letter file (fsynced) and is then acknowledged, so it is never
 silently dropped and never redelivered for ever. Redelivered copies of a point share its
 ``Point.key``; the window job removes them.
@@ -28,10 +29,21 @@ one write (see ``acknowledge``). Reading pauses while ``4 × max_batch`` points 
 memory stays bounded and a backlog stays in the broker. Only the TCP connect (and TLS handshake) runs
 in a worker thread, so a slow broker never blocks the loop other readers share.
 
-MQTT 3.1.1 is the default: paho decodes MQTT 5 properties on every message, which costs about half
-the throughput, and the broker's ``max_inflight_messages`` (``deploy/mosquitto.conf``) then sets how
-many unacknowledged messages may be in flight. With MQTT 5 the reader asks for ``receive_maximum``
-itself and the session lasts ``session_expiry_s`` after a disconnect.
+Keeping up with a stock broker: Mosquitto as installed keeps 20 unacknowledged messages in flight
+and 1,000 queued per MQTT 3.1.1 subscriber and drops the rest, so a subscriber that acknowledges only
+after an fsync loses a burst there (a quarter of 19,000 messages/s). MQTT 5 is therefore the default
+(``protocol: auto``; 3.1.1 when the broker does not speak 5): the reader announces ``receive_maximum``
+(65,535 by default) and Mosquitto honours it as the in-flight window towards this client, so a burst
+waits in flight (outside the queue limit) while batches are synced. paho builds a ``Properties``
+object for every MQTT 5 PUBLISH, which would halve the throughput; ``_Client`` reads the PUBLISH
+packets that carry no properties (every reading) directly. With 3.1.1, the broker's
+``max_inflight_messages`` and ``max_queued_messages`` must be raised (``deploy/mosquitto.conf``), and
+so must the queue for the time the collector is away, and on Mosquitto 2.0.11, which miscounts its
+in-flight quota under load (docs/protocols/mqtt.md, "A stock broker").
+
+Broker statistics: the reader also subscribes (QoS 0) to Mosquitto's ``$SYS`` counters of dropped
+and stored messages and its uptime, and reports them in ``health()`` (``broker_dropped_messages``):
+a broker that dropped messages lost them before any subscriber saw them, which only the broker can tell.
 """
 
 from __future__ import annotations
@@ -61,8 +73,10 @@ from paho.mqtt.properties import Properties
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from collector.points import BAD, GOOD, QUALITIES, Emit, Point, now_micros, to_micros
+from resources.retry import RetryPolicy
 
 __all__ = [
+    "BROKER_STATS_TOPICS",
     "DEFAULT_STATUS_CODES",
     "DEFAULT_UNITS",
     "DeadLetterFile",
@@ -101,6 +115,17 @@ _TOPIC_CACHE_SIZE = 10_000
 _RATE_SPAN_S = 10
 _MISSING = object()
 
+# Mosquitto's counters (retained, republished every sys_interval, 10 s by default): messages dropped
+# because a client's queue was full, messages held for delivery, and the uptime that says a restart.
+_SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+_SYS_STORED = "$SYS/broker/store/messages/count"
+_SYS_UPTIME = "$SYS/broker/uptime"
+BROKER_STATS_TOPICS = (_SYS_DROPPED, _SYS_STORED, _SYS_UPTIME)
+_UNSUPPORTED_PROTOCOL = "Unsupported protocol version"
+# protocol auto: a broker that never answered an MQTT 5 CONNECT gets this long before 3.1.1 is tried
+# (amqtt neither answers nor closes; a real broker answers within a round trip).
+_MQTT5_PROBE_S = 5.0
+
 
 class MqttTls(BaseModel):
     """TLS towards the broker; without ``ca_file`` the system's trusted CAs verify it."""
@@ -133,7 +158,11 @@ class MqttBrokerConfig(BaseModel):
         default="",
         description="stable id of the persistent session (default ihub-collector-<name>); never share it",
     )
-    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT version; 3.1.1 is the faster")
+    protocol: Literal["auto", "3.1.1", "5"] = Field(
+        default="auto",
+        description="MQTT version: auto is 5 (the reader sets its own in-flight window, so a stock broker keeps up), "
+        "and 3.1.1 when the broker refuses 5",
+    )
     topics: list[str] = Field(default_factory=lambda: ["scada/+/+"], min_length=1)
     qos: Literal[0, 1, 2] = 1
     clean_session: bool = Field(
@@ -150,16 +179,21 @@ class MqttBrokerConfig(BaseModel):
     tls: MqttTls | None = None
     keepalive_s: int = Field(default=30, ge=5, le=65535)
     receive_maximum: int = Field(
-        default=1000,
+        default=65535,
         ge=2,
         le=65535,
-        description="unacknowledged messages the broker may send at once: MQTT 5 asks the broker for it; with "
-        "3.1.1 the broker decides (max_inflight_messages) and this should say what it is",
+        description="unacknowledged messages the broker may send at once: MQTT 5 asks the broker for it (a burst "
+        "then waits in flight, not in the broker's queue); with 3.1.1 the broker decides (max_inflight_messages) "
+        "and this should say what it is",
     )
     max_batch: int = Field(default=2000, ge=1, description="points per spool append (at most)")
     max_batch_delay_ms: float = Field(default=5.0, ge=0, description="longest a message waits for its batch")
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="first wait before reconnecting; doubles")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="longest wait before reconnecting")
+    broker_stats: bool = Field(
+        default=True,
+        description="subscribe to the broker's $SYS counters (Mosquitto: dropped and stored messages) for health",
+    )
     dead_letter_path: Path | None = Field(
         default=None,
         description="JSON lines of undecodable messages; default <IHUB_DATA_DIR>/spool/dead-letter/mqtt-<name>.jsonl",
@@ -237,7 +271,7 @@ class MessageDecoder:
         except ValueError:
             raise _Undecodable(f"payload is neither a JSON object nor a number: {_preview(payload)}") from None
         if not isfinite(value):
-            raise _Undecodable(f"value {value} is not a finite number")
+            raise _Undecodable(_not_finite(body.decode("ascii", errors="replace")))
         return Point(
             SOURCE, self.device, unit_id, sensor, value, self.units.get(sensor, ""), GOOD, received_us, received_us
         )
@@ -277,9 +311,12 @@ class MessageDecoder:
         kind = type(value)
         if kind is float:
             if not isfinite(value):
-                raise _Undecodable(f"value {value} is not a finite number")
+                raise _Undecodable(_not_finite(repr(value)))  # json reads 1e400 as inf
         elif kind is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer literal of more than 308 digits
+                raise _Undecodable(_not_finite(str(value))) from None
         elif value is _MISSING:
             raise _Undecodable("no 'value'")
         elif value is not None:
@@ -351,6 +388,13 @@ def _json(body: bytes) -> Any:
         raise _Undecodable(f"payload is not UTF-8: {_preview(body)}") from None
     except ValueError as error:
         raise _Undecodable(f"invalid JSON ({error}): {_preview(body)}") from None
+
+
+def _not_finite(literal: str) -> str:
+    """The one reason for a value a 64-bit float cannot hold, whichever payload style carried it."""
+    if len(literal) > 24:
+        literal = f"{literal[:20]}… ({len(literal)} characters)"
+    return f"value {literal} is not a finite number that fits a 64-bit float (at most ±1.8e308)"
 
 
 def _preview(payload: bytes, limit: int = 60) -> str:
@@ -458,6 +502,101 @@ class _Rates:
         return (self.points - points0) / span, (self.messages - messages0) / span
 
 
+class _BrokerStats:
+    """The broker's own counters from ``$SYS`` (Mosquitto), as the reader last heard them.
+
+    ``dropped`` is the broker's count since it started, for every client (a queue that was full);
+    ``dropped_since_connect`` only what it dropped while this reader listened: the first report is
+    the baseline, and a counter that goes down means the broker restarted and counts from zero again.
+    """
+
+    def __init__(self) -> None:
+        self.subscription = "off"
+        self.dropped: int | None = None
+        self.stored: int | None = None
+        self.uptime_s: int | None = None
+        self.updated_at_us: int | None = None
+        self.updates = 0
+        self._baseline = 0
+        self._carried = 0
+
+    @property
+    def dropped_since_connect(self) -> int | None:
+        return None if self.dropped is None else self._carried + self.dropped - self._baseline
+
+    def update(self, topic: str, payload: bytes, error: Any) -> None:
+        try:
+            value = int(payload.split(None, 1)[0])  # "123" or, for the uptime, "123 seconds"
+        except (ValueError, IndexError):
+            return  # another broker's $SYS shape: nothing to report rather than a wrong figure
+        self.updates += 1
+        self.updated_at_us = now_micros()
+        if topic == _SYS_DROPPED:
+            before = self.dropped_since_connect
+            if self.dropped is None:
+                self._baseline = value
+            elif value < self.dropped:
+                self._carried += self.dropped - self._baseline
+                self._baseline = 0
+            self.dropped = value
+            now = self.dropped_since_connect
+            if before is not None and now is not None and now > before:
+                error(
+                    f"the broker dropped {now - before} message(s) since its last report ({now} since the reader "
+                    "connected, for all its clients): a subscriber's queue is full; see max_queued_messages in "
+                    "docs/protocols/mqtt.md"
+                )
+        elif topic == _SYS_STORED:
+            self.stored = value
+        elif topic == _SYS_UPTIME:
+            self.uptime_s = value
+
+    def health(self, enabled: bool) -> dict[str, Any]:
+        return {
+            "broker_stats": self.subscription if enabled else "off",
+            "broker_dropped_messages": self.dropped,
+            "broker_dropped_since_connect": self.dropped_since_connect,
+            "broker_stored_messages": self.stored,
+            "broker_uptime_s": self.uptime_s,
+            "broker_stats_at_us": self.updated_at_us,
+        }
+
+
+class _Client(paho.Client):
+    """paho's client with a fast path for the PUBLISH packets that carry readings.
+
+    For every MQTT 5 PUBLISH paho builds a ``Properties`` object (about 16 µs, as much as the rest of
+    the reader's work on a message) and for every PUBLISH an ``MQTTMessage`` with its own threading
+    condition. A QoS 0 or 1 PUBLISH without properties (what gateways send) is read here instead and
+    handed to ``deliver(topic, payload, mid, qos, dup)``, exactly as paho would have handed it to
+    ``on_message`` with ``manual_ack``; anything else (QoS 2, properties such as a topic alias, a
+    malformed packet) takes paho's own path. ``_handle_publish`` and ``_in_packet`` are paho 2.x
+    internals (pinned ``paho-mqtt<3``); a test compares both paths on the same packets.
+    """
+
+    def __init__(self, *args: Any, deliver: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deliver = deliver
+        self._with_properties = self._protocol == paho.MQTTv5
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        packet = self._in_packet["packet"]
+        if qos < 2 and len(packet) >= 3:
+            end = 2 + ((packet[0] << 8) | packet[1])
+            start = end + 2 if qos else end
+            if end > 2 and start <= len(packet):
+                mid = (packet[end] << 8) | packet[end + 1] if qos else 0
+                if self._with_properties:
+                    if start == len(packet) or packet[start] != 0:
+                        return super()._handle_publish()
+                    start += 1  # an empty property list
+                self._deliver(bytes(packet[2:end]), bytes(packet[start:]), mid, qos, bool(header & 0x08))
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_publish()
+
+
 class MqttReader:
     """Subscribes to one broker and hands decoded points to ``emit``; see the module docstring."""
 
@@ -470,6 +609,14 @@ class MqttReader:
         assert config.dead_letter_path is not None
         self.dead_letters = DeadLetterFile(config.dead_letter_path, config.name)
         self._flush_at = config.max_batch
+        # backoff() never gives up (max_attempts only bounds retrying()); one schedule for a failing broker,
+        # one for a failing spool, and the reader waits the longer of the two.
+        self._retry = RetryPolicy(initial_s=config.reconnect_min_s, max_delay_s=config.reconnect_max_s, factor=2.0)
+        self._spool_backoff = self._retry.backoff()
+        self._spool_wait_s = 0.0
+        self._v5 = config.protocol != "3.1.1"
+        self._v5_answered = False
+        self._mqtt5_refused = False
         # Commit by half windows, so acknowledgements go out before the broker's window closes.
         self._flush_messages = max(1, config.receive_maximum // 2)
         self._pause_at = _PENDING_BATCHES * config.max_batch
@@ -494,17 +641,20 @@ class MqttReader:
         self._ready: deque[_Batch] = deque()
 
         self._received = 0
+        self._packets = 0
         self._rates = _Rates()
+        self._stats = _BrokerStats()
         self._dead_count = 0
         self._errors = 0
         self._emit_failures = 0
-        self._emit_failures_in_a_row = 0
         self._reconnects = 0
         self._connects = 0
         self._redelivered = 0
         self._last_error: str | None = None
         self._last_error_at_us: int | None = None
         self._subscriptions: dict[str, int | str] = {}
+        self._topics_mid: int | None = None
+        self._stats_mid: int | None = None
 
     # ------------------------------------------------------------------------------ public
 
@@ -533,7 +683,7 @@ class MqttReader:
             "name": self.name,
             "broker": f"{self.config.host}:{self.config.port}",
             "client_id": self.config.client_id,
-            "mqtt_version": self.config.protocol,
+            "mqtt_version": "5" if self._v5 else "3.1.1",
             "connected": self._connected,
             "subscriptions": dict(self._subscriptions),
             "points_per_s": round(points_per_s, 1),
@@ -551,19 +701,21 @@ class MqttReader:
             "reconnects": self._reconnects,
             "last_error": self._last_error,
             "last_error_at_us": self._last_error_at_us,
+            **self._stats.health(self.config.broker_stats),
         }
 
     # ------------------------------------------------------------------------------ connection
 
     def _new_client(self) -> paho.Client:
         config = self.config
-        v5 = config.protocol == "5"
-        client = paho.Client(
+        v5 = self._v5
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else config.clean_session,
             manual_ack=True,
+            deliver=self._deliver,
         )
         # Never reached for PUBLISH packets, but keeps paho from re-raising into the event loop.
         client.suppress_exceptions = True
@@ -602,14 +754,17 @@ class MqttReader:
         return client
 
     async def _connect_forever(self, committer: asyncio.Task[None]) -> None:
-        config, client, loop = self.config, self._client, self._loop
-        assert client is not None and loop is not None
-        delay = config.reconnect_min_s
+        config, loop = self.config, self._loop
+        assert loop is not None
+        backoff = self._retry.backoff()
         while True:
             if committer.done():
                 committer.result()  # a bug in the commit loop must surface, not hang the reader
+            client = self._client
+            assert client is not None
             self._gone = asyncio.Event()
             self._connack = loop.create_future()
+            self._mqtt5_refused = False
             try:
                 # Connecting (and a TLS handshake) blocks; the rest of the collector must not wait for it.
                 await asyncio.to_thread(client.reconnect)
@@ -617,28 +772,38 @@ class MqttReader:
                 self._error(f"cannot connect to {config.host}:{config.port}: {error}")
             else:
                 keepalive = asyncio.create_task(self._keepalive(), name=f"mqtt-{self.name}-keepalive")
+                probing = self._v5 and config.protocol == "auto" and not self._v5_answered
+                timeout = min(config.keepalive_s, _MQTT5_PROBE_S) if probing else config.keepalive_s
                 try:
                     try:
-                        refused = await asyncio.wait_for(asyncio.shield(self._connack), timeout=config.keepalive_s)
+                        refused = await asyncio.wait_for(asyncio.shield(self._connack), timeout=timeout)
                     except TimeoutError:
-                        refused = f"no CONNACK within {config.keepalive_s} s"
+                        refused = f"no CONNACK within {timeout:g} s"
+                        self._mqtt5_refused = probing
                         self._drop_socket()
                     if refused is None:
-                        delay = config.reconnect_min_s
-                    else:
+                        backoff.reset()
+                    elif not self._mqtt5_refused:
                         self._error(f"broker {config.host}:{config.port} refused the connection: {refused}")
                     # paho closes the socket itself after a refusal; wait for that or for the connection to end.
                     await self._gone.wait()
                 finally:
                     keepalive.cancel()
-            backoff = delay
-            if self._emit_failures_in_a_row:
-                # A failing spool gets the same exponential backoff as a failing broker.
-                backoff = max(delay, config.reconnect_min_s * 2 ** (self._emit_failures_in_a_row - 1))
-            backoff = min(backoff, config.reconnect_max_s)
-            log.info("mqtt %s: reconnecting to %s:%d in %.1f s", self.name, config.host, config.port, backoff)
-            await asyncio.sleep(backoff)
-            delay = min(delay * 2, config.reconnect_max_s)
+                if self._mqtt5_refused:
+                    log.warning(
+                        "mqtt %s: %s:%d does not speak MQTT 5 (%s); using 3.1.1, so the broker's max_inflight_messages "
+                        "and max_queued_messages bound a burst (deploy/mosquitto.conf)",
+                        self.name,
+                        config.host,
+                        config.port,
+                        refused,
+                    )
+                    self._v5 = False
+                    self._client = self._new_client()
+                    continue
+            wait = max(backoff.next(), self._spool_wait_s)
+            log.info("mqtt %s: reconnecting to %s:%d in %.1f s", self.name, config.host, config.port, wait)
+            await asyncio.sleep(wait)
             self._reconnects += 1
 
     async def _keepalive(self) -> None:
@@ -677,8 +842,13 @@ class MqttReader:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
+            # Brokers older than Mosquitto 1.6 answer an MQTT 5 CONNECT this way; any other answer is MQTT 5.
+            unsupported = self._v5 and str(reason) == _UNSUPPORTED_PROTOCOL
+            self._mqtt5_refused = unsupported and self.config.protocol == "auto" and not self._v5_answered
+            self._v5_answered = self._v5_answered or (self._v5 and not unsupported)
             self._resolve_connack(str(reason))
             return
+        self._v5_answered = self._v5
         self._generation += 1
         self._connected = True
         self._discarding = False
@@ -693,11 +863,21 @@ class MqttReader:
             session,
         )
         # Subscribing again on a resumed session is harmless and picks up topics added to the config.
-        client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
+        _, self._topics_mid = client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
         self._subscriptions = {topic: "pending" for topic in self.config.topics}
+        if self.config.broker_stats:
+            # Separately, so a broker that forbids $SYS (an ACL) refuses only this one.
+            _, self._stats_mid = client.subscribe([(topic, 0) for topic in BROKER_STATS_TOPICS])
+            self._stats.subscription = "pending"
         self._resolve_connack(None)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if mid == self._stats_mid:
+            refused = [str(reason) for reason in reasons if reason.is_failure]
+            self._stats.subscription = f"refused: {refused[0]}" if refused else "subscribed"
+            if refused:
+                log.info("mqtt %s: the broker refused its $SYS counters (%s); no drop counts", self.name, refused[0])
+            return
         for topic, reason in zip(self.config.topics, reasons, strict=False):
             if reason.is_failure:
                 self._subscriptions[topic] = str(reason)
@@ -721,15 +901,24 @@ class MqttReader:
             self._gone.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        # paho's own path: QoS 2, or an MQTT 5 PUBLISH with properties (see _Client).
+        self._deliver(message._topic, message.payload, message.mid, message.qos, message.dup)
+
+    def _deliver(self, raw_topic: bytes, payload: bytes, mid: int, qos: int, dup: bool) -> None:
+        self._packets += 1
+        if raw_topic[:5] == b"$SYS/":
+            self._stats.update(raw_topic.decode("utf-8", errors="replace"), payload, self._error)
+            if qos:
+                self._batch_now().acks.append((mid, qos))  # in order with the readings around it
+            return
         self._received += 1
         if self._discarding:
             return  # a commit failed on this connection: not acked, the broker sends it again
         received_us = time.time_ns() // 1000
-        payload = message.payload
         try:
-            topic = message.topic
+            topic = raw_topic.decode("utf-8")
         except UnicodeDecodeError:
-            topic = repr(message._topic)
+            topic = repr(raw_topic)
             points: list[Point] = []
             reason: str | None = "topic is not UTF-8"
         else:
@@ -738,11 +927,9 @@ class MqttReader:
             except Exception as error:  # a decoder bug must not take the connection down
                 log.exception("mqtt %s: decoding a message on %s failed", self.name, topic)
                 points, reason = [], f"internal decoder error: {type(error).__name__}: {error}"
-        if message.dup:
+        if dup:
             self._redelivered += 1
-        batch = self._batch
-        if batch.generation != self._generation:
-            batch = self._batch = _Batch(generation=self._generation)
+        batch = self._batch_now()
         if not batch.messages:
             batch.started = time.monotonic()
             self._wake_committer()
@@ -753,11 +940,17 @@ class MqttReader:
             if self._pending_points >= self._pause_at and not self._paused:
                 self._pause_reading()
         if reason is not None:
-            batch.dead.append(self.dead_letters.record(topic, payload, reason, received_us, message.qos))
-        if message.qos:
-            batch.acks.append((message.mid, message.qos))
+            batch.dead.append(self.dead_letters.record(topic, payload, reason, received_us, qos))
+        if qos:
+            batch.acks.append((mid, qos))
         if len(batch.points) >= self._flush_at or batch.messages >= self._flush_messages:
             self._wake_committer()
+
+    def _batch_now(self) -> _Batch:
+        batch = self._batch
+        if batch.generation != self._generation:
+            batch = self._batch = _Batch(generation=self._generation)
+        return batch
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._watch, sock.fileno())
@@ -821,8 +1014,8 @@ class MqttReader:
             return
         # loop_read() handles one packet per call; keep reading while packets keep coming.
         for _ in range(_PACKETS_PER_WAKEUP):
-            before = self._received
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._received == before or self._paused:
+            before = self._packets
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._packets == before or self._paused:
                 break
 
     def _writable(self) -> None:
@@ -879,7 +1072,8 @@ class MqttReader:
         except Exception as error:
             self._commit_failed(batch, error)
             return
-        self._emit_failures_in_a_row = 0
+        self._spool_backoff.reset()
+        self._spool_wait_s = 0.0
         if batch.dead:
             self._dead_count += len(batch.dead)
             log.warning(
@@ -898,7 +1092,8 @@ class MqttReader:
     def _commit_failed(self, batch: _Batch, error: Exception) -> None:
         """Acknowledge nothing more on this connection; reconnect so the broker redelivers it all."""
         self._emit_failures += 1
-        self._emit_failures_in_a_row += 1
+        # A failing spool gets the same backoff as a failing broker before the reader reconnects.
+        self._spool_wait_s = self._spool_backoff.next()
         current = self._generation
         if batch.generation != current:
             # Read on a connection that is gone: never acknowledged, already sent again on the new one.

@@ -36,7 +36,7 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
     import dagster as dg
     import httpx
 
-    from collector.embedded_broker import start_local_broker
+    from simulators.mqtt_broker import start_local_broker
     from resources.scada_manifest import window_name
     from simulators.modbus import serve_modbus
     from simulators.opcua import serve_opcua

@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     duration = args.duration if args.duration is not None or args.count is not None else float("inf")
     broker = None
     if args.embedded:
-        from collector.embedded_broker import start_embedded_broker
+        from simulators.mqtt_broker import start_embedded_broker
 
         broker = start_embedded_broker(args.host, args.port)
         config.port = broker.port

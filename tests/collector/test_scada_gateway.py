@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.embedded_broker import MosquittoProcess
 from collector.mqtt import build_reader
+from simulators.mqtt_broker import MosquittoProcess
 from simulators.scada_gateway import RANGES, SENSORS, UNITS, GatewayConfig, GatewaySimulator, Reading, Scenario
 from tests.collector.test_mqtt import Collected, config, require_mosquitto, run, running, until
 

@@ -1,15 +1,19 @@
 """Local MQTT brokers for the demo, the tests and the benchmarks: Mosquitto when installed, else amqtt.
 
-``start_mosquitto`` runs the ``mosquitto`` binary with the shipped ``deploy/mosquitto.conf``, changing
-only the listener port and the persistence directory, so what is tested is what is deployed; the
-handle can stop it (SIGTERM: it saves its sessions and queues), kill it (SIGKILL) and start it again on
-the same port. ``start_embedded_broker`` runs amqtt inside the process for a machine without
-Mosquitto; ``start_local_broker`` picks whichever is available.
+Nothing at runtime imports this module: the collector talks to whatever broker its configuration
+names. ``MosquittoProcess`` runs the ``mosquitto`` binary with the shipped ``deploy/mosquitto.conf``,
+changing only the listener port and the persistence directory, so what is tested is what is deployed;
+the handle can stop it (SIGTERM: it saves its sessions and queues), kill it (SIGKILL) and start it
+again on the same port. ``MosquittoProcess(config=None)`` runs it with Mosquitto's stock settings
+instead (only a loopback listener and anonymous access), to show what a site that never tuned its
+broker gets. ``start_embedded_broker`` runs amqtt inside the process for a machine without
+Mosquitto (``pip install -e ".[demo]"``); ``start_local_broker`` picks whichever is available.
 
-The embedded broker is a convenience, not a substitute for ``deploy/mosquitto.conf``: amqtt keeps sessions and queued
-messages in memory only (a restart loses them), has no inflight or queue limits to tune, and is far
-slower than Mosquitto. The collector, the gateway simulator and the tests talk to it exactly as they
-talk to Mosquitto (MQTT 3.1.1 and 5, QoS 1, persistent sessions).
+The embedded broker is a convenience, not a substitute for ``deploy/mosquitto.conf``: amqtt keeps
+sessions and queued messages in memory only (a restart loses them), has no inflight or queue limits to
+tune, speaks MQTT 3.1.1 only and is far slower than Mosquitto. The collector, the gateway simulator
+and the tests talk to it exactly as they talk to Mosquitto (QoS 1, persistent sessions; the reader's
+default ``protocol: auto`` falls back to 3.1.1 when amqtt refuses MQTT 5).
 
     handle = start_embedded_broker()          # a free loopback port
     ... MqttBrokerConfig(name="demo", port=handle.port) ...
@@ -39,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "DEPLOY_CONFIG",
+    "STOCK_CONFIG",
     "EmbeddedBroker",
     "MosquittoProcess",
     "start_embedded_broker",
@@ -47,6 +52,9 @@ __all__ = [
 ]
 
 DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
+# Mosquitto 2.0 as installed, before anyone tuned it: 20 messages in flight and 1,000 queued per client
+# (MQTT 3.1.1), no persistence, $SYS counters every 10 s.
+STOCK_CONFIG = "listener 1883 127.0.0.1\nallow_anonymous true\n"
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
@@ -160,14 +168,16 @@ class MosquittoProcess:
 
     ``data_dir`` holds the rewritten configuration, the persistence file and the broker's log
     (``mosquitto.log``); a temporary directory is made (and removed by ``close``) when none is given.
-    ``extra`` lines are appended to the configuration (a TLS listener, a password file).
+    ``config=None`` runs the stock settings (``STOCK_CONFIG``) rather than ``deploy/mosquitto.conf``.
+    ``extra`` lines are appended to the configuration (a TLS listener, a password file, a small
+    ``max_queued_messages``).
     """
 
     def __init__(
         self,
         port: int = 0,
         data_dir: str | os.PathLike[str] | None = None,
-        config: str | os.PathLike[str] = DEPLOY_CONFIG,
+        config: str | os.PathLike[str] | None = DEPLOY_CONFIG,
         extra: tuple[str, ...] = (),
         binary: str = "mosquitto",
     ) -> None:
@@ -182,10 +192,11 @@ class MosquittoProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.data_dir / "mosquitto.conf"
         self.log_path = self.data_dir / "mosquitto.log"
-        self.config_path.write_text(self._rewrite(Path(config).read_text(), extra))
+        text = STOCK_CONFIG if config is None else Path(config).read_text()
+        self.config_path.write_text(self._rewrite(text, extra, stock=config is None))
         self._process: subprocess.Popen[bytes] | None = None
 
-    def _rewrite(self, text: str, extra: tuple[str, ...]) -> str:
+    def _rewrite(self, text: str, extra: tuple[str, ...], stock: bool = False) -> str:
         lines = []
         for line in text.splitlines():
             word = line.split(" ", 1)[0]
@@ -194,8 +205,9 @@ class MosquittoProcess:
             elif word == "persistence_location":
                 line = f"persistence_location {self.data_dir}/"
             lines.append(line)
-        if os.geteuid() == 0:
-            # Run as root, mosquitto drops to the "mosquitto" user, which cannot write a private temp dir.
+        if os.geteuid() == 0 and not stock:
+            # Run as root, mosquitto drops to the "mosquitto" user, which cannot write a private temp dir
+            # (the stock settings keep nothing on disk, so they stay exactly as shipped).
             lines.append("user root")
         lines.extend(extra)
         return "\n".join(lines) + "\n"
