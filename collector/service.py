@@ -462,10 +462,16 @@ def status(url: str | None = None, config_path: str | None = None) -> int:
 
 
 def broker_drops(document: dict[str, Any]) -> dict[str, int]:
-    """Readers whose broker reports messages it dropped (Mosquitto's ``$SYS`` counters), and how many."""
+    """Readers whose broker reports messages it dropped (Mosquitto's ``$SYS`` counters), and how many.
+
+    The broker's counter covers its whole life and every client; the reader's count since it connected,
+    where it reports one, is what this collector may have lost, so it is preferred.
+    """
     drops = {}
     for name, entry in (document.get("readers") or {}).items():
-        count = entry.get("broker_dropped_messages") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("broker_dropped_since_connect", entry.get("broker_dropped_messages"))
         if isinstance(count, int | float) and not isinstance(count, bool) and count > 0:
             drops[name] = int(count)
     return drops
