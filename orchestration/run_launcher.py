@@ -9,6 +9,12 @@ process table: the worker's pid is the one on the run's RUN_START event, and the
 recorded on the run at launch. A worker checked from its own host that is gone, or whose pid now belongs
 to a younger process, fails the run at the next monitoring poll (``run_monitoring.poll_interval_seconds``).
 
+Built on Dagster's public extension points (``dagster.DefaultRunLauncher``, the ``run_launcher`` block of
+``dagster.yaml``, the launcher's ``check_run_worker_health`` hook). Two private parts are used, because
+Dagster exports nothing public for them: ``CheckRunHealthResult`` and ``WorkerStatus`` from
+``dagster._core.launcher`` (the hook's return type), and the ``.dagster/grpc_info`` run tag that
+``DefaultRunLauncher`` writes (read once per launch, to learn where the code server runs).
+
 Loaded by every Dagster process that reads ``dagster.yaml`` (daemon, webserver, code servers, run
 workers), so this module imports only Dagster, psutil and the standard library.
 """
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import psutil
 
-# Dagster exports no public name for a health check's answer; these two are the only private imports.
+# Private: Dagster exports no public name for a health check's answer (see the module docstring).
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 if TYPE_CHECKING:
