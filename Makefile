@@ -19,11 +19,15 @@ setup: $(VENV)/.installed
 demo: setup  ## simulator + DMAMA assets for the last 24 hours + checks + analyst catalog
 	$(BIN)/ihub demo --live-minutes 2
 
+# Three workers on two cores: most tests wait on sockets and subprocesses, not the CPU. A test file stays
+# on one worker, so its module fixtures (a simulator, a materialized catalogue) are built once.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
+
 test: setup  ## every suite, as CI runs it
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 test-fast: setup  ## skip the slow and the service-backed suites
-	$(BIN)/pytest -m "not slow and not service"
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow and not service"
 
 ui: setup  ## Dagster UI on http://127.0.0.1:3000 with the same defaults as the demo
 	$(BIN)/python -c "from ihub.environment import prepare_dagster_home; prepare_dagster_home()"
@@ -31,6 +35,7 @@ ui: setup  ## Dagster UI on http://127.0.0.1:3000 with the same defaults as the 
 
 bench: setup  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.dmama_backfill
+	$(BIN)/python -m bench.dmama_rate_limited
 	$(BIN)/python -m bench.mqtt_throughput
 	$(BIN)/python -m bench.modbus_decode
 	$(BIN)/python -m bench.opcua_notifications
