@@ -30,9 +30,9 @@ from resources.http import (
     ResilientClient,
     Secrets,
     check_secret,
-    identifier_problem,
     path_segment,
 )
+from resources.identifiers import identifier_problem
 
 __all__ = ["DmamaClient"]
 

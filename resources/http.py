@@ -51,6 +51,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from resources.identifiers import identifier_problem
 from resources.retry import RetryPolicy
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
     "SourceError",
     "TokenAuth",
     "check_secret",
-    "identifier_problem",
     "path_segment",
 ]
 
@@ -237,24 +237,6 @@ class Secrets:
 
 
 # ---------------------------------------------------------------------------------------------- identifiers
-
-
-def identifier_problem(value: Any) -> str | None:
-    """Why a source's identifier cannot go into a URL path, or None when it can."""
-    if not isinstance(value, str):
-        return f"is a {type(value).__name__}, expected a string"
-    if not value:
-        return "is empty"
-    if value in (".", ".."):
-        return f"is {value!r}, a relative path segment"
-    if len(value) > 200:
-        return f"is {len(value)} characters long, at most 200 expected"
-    for char in value:
-        if char in "/\\":
-            return "contains a path separator"
-        if ord(char) < 0x21 or ord(char) == 0x7F:
-            return "contains whitespace or a control character"
-    return None
 
 
 def path_segment(value: Any) -> str:

@@ -38,36 +38,7 @@ from typing import Any, Literal
 import dagster as dg
 import polars as pl
 
-_UNSAFE_IDENTIFIER = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
-_IDENTIFIER_MAX = 200
-
-
-def is_safe_identifier(value: object) -> bool:
-    """True when ``value`` can go into a URL path segment or a file name as it is.
-
-    Refused: anything but non-empty text, ``.`` and ``..`` (a path collapses them), ``/`` and ``\\``
-    (separators), ``?``, ``#`` and ``%`` (URL syntax and escapes), whitespace and control characters,
-    and more than 200 characters.
-    """
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= _IDENTIFIER_MAX
-        and value not in {".", ".."}
-        and _UNSAFE_IDENTIFIER.search(value) is None
-    )
-
-
-def identifier_problem(value: str) -> str | None:
-    """Why ``value`` is not a safe identifier, in words; ``None`` when it is."""
-    if is_safe_identifier(value):
-        return None
-    if value in {".", ".."} or value == "":
-        return f"identifier {value!r} is empty or a path step"
-    if len(value) > _IDENTIFIER_MAX:
-        return f"identifier is {len(value)} characters long; at most {_IDENTIFIER_MAX} allowed"
-    bad = _UNSAFE_IDENTIFIER.search(value)
-    char = bad.group(0) if bad else "?"
-    return f"identifier {_clip(value)!r} contains {char!r}; expected no '/', '\\', '?', '#', '%', blanks or controls"
+from resources.identifiers import identifier_problem, is_safe_identifier
 
 
 @dataclass(frozen=True)
@@ -289,7 +260,7 @@ def _parse_string(value: Any, column: Column) -> str | Bad:
     if column.identifier:
         problem = identifier_problem(value)
         if problem:
-            return Bad(problem)
+            return Bad(f"identifier {_clip(value)!r} {problem}")
     return value
 
 

@@ -177,8 +177,10 @@ def test_secrets_are_cut_from_messages_and_chains():
 
 def test_path_segments_are_encoded_and_paths_refused():
     assert path_segment("DMA-0001") == "DMA-0001"
-    assert path_segment("a?b#c%") == "a%3Fb%23c%25"
-    for bad in (".", "..", "a/b", "", "x\ny"):
+    assert path_segment("plant:7@north") == "plant%3A7%40north"
+    assert path_segment("ท่า") == "%E0%B8%97%E0%B9%88%E0%B8%B2"
+    # One rule with conform (resources/identifiers.py): URL syntax is refused, not escaped.
+    for bad in (".", "..", "a/b", "", "x\ny", "a?b", "c#d", "e%f"):
         with pytest.raises(ValueError, match="identifier"):
             path_segment(bad)
 
