@@ -8,8 +8,11 @@ no polars here: the clients import it too.
 
 import re
 
-_UNSAFE_IDENTIFIER = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
-_IDENTIFIER_MAX = 200
+# The characters refused, as a pattern Python's re and polars' (Rust) regex both read the same way.
+UNSAFE_IDENTIFIER_PATTERN = r"[/\\?#%\s\x00-\x1f\x7f]"
+IDENTIFIER_MAX = 200
+_UNSAFE_IDENTIFIER = re.compile(UNSAFE_IDENTIFIER_PATTERN)
+_IDENTIFIER_MAX = IDENTIFIER_MAX
 
 
 def is_safe_identifier(value: object) -> bool:

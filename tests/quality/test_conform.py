@@ -215,3 +215,23 @@ def test_rejects_are_filed_under_the_partition_that_holds_them():
     loaded = conform(rows, FLOW_READINGS, source="dmama", partition_key="p", partitions=months)
     march, february = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
     assert loaded.rejects["partition_start"].to_list() == [march, february, february]
+
+
+def test_the_vectorized_path_and_the_per_value_parsers_agree():
+    """A clean answer is typed in one step; one value needing a look sends the column through the per-value
+    parsers. Both must give the same rows."""
+    stamps = [f"2026-03-01T00:{15 * i:02d}:00Z" for i in range(4)]
+    clean = [
+        {"dma_id": f"DMA-{i:04d}", "timestamp": t, "flow_m3h": 10.0 + i, "pressure_bar": 2 + i}
+        for i, t in enumerate(stamps)
+    ]
+    # The same values, one of them sent as text (which only the per-value parser reads).
+    mixed = [dict(row) for row in clean]
+    mixed[2]["flow_m3h"] = "12.0"
+    mixed[3]["pressure_bar"] = "5"
+    window = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, 1, tzinfo=UTC))
+    fast = conform(clean, FLOW_READINGS, source="dmama", partition_key="p", window=window)
+    slow = conform(mixed, FLOW_READINGS, source="dmama", partition_key="p", window=window)
+    assert fast.rejected == slow.rejected == 0
+    assert fast.frame.equals(slow.frame)
+    assert fast.frame["pressure_bar"].dtype == pl.Float64
