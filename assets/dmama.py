@@ -17,7 +17,7 @@ from assets.lake_tables import lake_metadata
 from assets.partitions import daily, hourly
 from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
 from quality.conform import Conformed, conform, rejects_table
-from quality.slot_grid import skew_summary, slot_offsets
+from quality.slot_grid import received_times, skew_summary, slot_offsets
 from resources.dmama import DmamaClient
 from resources.http import SourceError
 from resources.lake import Lake, LakeTable, Written, time_windows
@@ -184,12 +184,11 @@ def _load_range(
         start, end = chunk[0].start, chunk[-1].end
         what = f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z"
         rows = _fetch(context, what, partial(fetch, start, end))
-        if slot_grid:  # on the raw rows: a shifted series' last slots fall outside the window
-            columns = {key: [str(r.get(key)) for r in rows] for key in (entity, "timestamp")}
-            stamps = pl.DataFrame(columns, schema={entity: pl.String, "timestamp": pl.String})
+        loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end), partitions=chunk)
+        if slot_grid:  # on all the source sent: a shifted series' last slots were set aside as rejects
+            stamps = received_times(loaded.frame, loaded.rejects, entity=entity)
             found = skew_summary(slot_offsets(stamps, start, end, entity=entity), entity=entity)
             skew.update(found["clock_skew_s_by_entity"])
-        loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end), partitions=chunk)
         out: Written = lake.replace_partitions(table, loaded.frame, chunk)
         lake.replace_partitions(rejects_table(table), loaded.rejects, chunk)
         received += loaded.received
