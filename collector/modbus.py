@@ -578,7 +578,7 @@ class ModbusReader:
         # Transient failures of one request: ``retries`` more attempts, ``retry_delay_s`` apart.
         delay = config.retry_delay_s
         self._request_retry = RetryPolicy(
-            max_attempts=config.retries + 1, initial_s=delay, factor=1.0, max_delay_s=delay
+            max_attempts=max(1, config.retries), initial_s=delay, factor=1.0, max_delay_s=delay
         )
         self._backoff_s = 0.0
         self._next_connect_at = 0.0
@@ -689,9 +689,19 @@ class ModbusReader:
         return values
 
     async def _read(self, plan: _Plan) -> list[int] | list[bool]:
-        """A request with its retries: transient failures retried, a lost connection re-opened."""
-        attempts = 0
-        reconnect = False
+        """A request with its retries: transient failures retried, a lost connection re-opened.
+
+        The first attempt is made directly: a healthy poll sends thousands of requests a second, and the
+        retry machinery is only worth building once one of them has failed.
+        """
+        try:
+            return await self._read_once(plan)
+        except _Failure as failure:
+            if not _transient(failure) or self.config.retries == 0:
+                raise
+            reconnect = failure.connection_lost
+        await asyncio.sleep(self.config.retry_delay_s)
+        attempts = 1
         try:
             async for attempt in self._request_retry.async_retrying(retry_if=_transient):
                 with attempt:
