@@ -36,9 +36,9 @@ def run_live(minutes: float, data_dir: Path, say) -> int:
     import dagster as dg
     import httpx
 
-    from simulators.mqtt_broker import start_local_broker
     from resources.scada_manifest import window_name
     from simulators.modbus import serve_modbus
+    from simulators.mqtt_broker import start_local_broker
     from simulators.opcua import serve_opcua
     from simulators.scada_gateway import GatewayConfig, GatewaySimulator, Scenario
 
