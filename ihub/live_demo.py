@@ -236,6 +236,8 @@ def _summary(say, runs: list[tuple[str, str]], health: dict, data_dir: Path, sin
     record = sorted((data_dir / "notifications").glob("*.jsonl"))
     if record:
         lines = [json.loads(x) for f in record for x in f.read_text().splitlines() if x.strip()]
+        # The record holds every notification, the collector's inline ones and the window job's alike.
+        say(f"  notifications sent to operators (inline and window-level): {len(lines)}, the last ones:")
         for entry in lines[-3:]:
             say(f"    {entry.get('severity', '?')}: {entry.get('title', '')}")
     alerts = lake.read(SCADA_WINDOW_ALERTS, since)
