@@ -12,7 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
-from orchestration import dmama, scada
+from orchestration import dmama, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -22,6 +22,7 @@ from resources.notifier import Notifier
 SOURCES = (
     dmama.defs,
     scada.defs,
+    weather.defs,
 )
 
 
