@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Dagster flags BackfillPolicy as beta on every import; a user of the CLI cannot act on that.
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
+    # Likewise partition-aware asset checks, flagged as preview: nothing a user of the CLI can act on.
+    warnings.filterwarnings("ignore", message=".*currently in preview.*")
     if args.command == "simulate":
         return _simulate(args.source, args.options)
     if args.command == "collect":

@@ -44,12 +44,14 @@ def _expected_flow_rows(check: CheckInput) -> int:
     return quarters * len(_known_dma_ids(check))
 
 
-def _newest_expected(check: CheckInput, interval: timedelta) -> datetime:
-    """The newest reading the window should hold by now, allowing one interval of lateness."""
+def _newest_expected(check: CheckInput, interval: timedelta) -> datetime | None:
+    """The newest reading the window should hold by now, allowing one interval of lateness; None when no
+    reading of the window is due yet (the first quarter hour of the hour in progress)."""
     assert check.window is not None
     start, end = check.window
     horizon = min(end, check.now.astimezone(UTC))
-    return max(start, horizon - 2 * interval)
+    newest = horizon - 2 * interval
+    return newest if newest >= start else None
 
 
 def _fresh(what: str, interval: timedelta) -> Rule:
@@ -61,8 +63,8 @@ def _fresh(what: str, interval: timedelta) -> Rule:
         ),
         expectations=lambda gxe, check: (
             []
-            if check.window is None
-            else [gxe.ExpectColumnMaxToBeBetween(column="timestamp", min_value=_newest_expected(check, interval))]
+            if check.window is None or (newest := _newest_expected(check, interval)) is None
+            else [gxe.ExpectColumnMaxToBeBetween(column="timestamp", min_value=newest)]
         ),
         severity=dg.AssetCheckSeverity.WARN,
         blocking=False,
