@@ -23,8 +23,10 @@ from resources.markets import MarketsClient
 
 SOURCE = "markets"
 
-# UTC days; end_offset=2 makes tomorrow a partition too, since a published tariff prices it in advance.
-price_days = dg.DailyPartitionsDefinition(start_date=HISTORY_START, end_offset=2)
+# Days ahead that can be priced: a published tariff prices the future too, and the pump plan looks a
+# week ahead. end_offset makes today and the next PRICE_DAYS_AHEAD UTC days partitions.
+PRICE_DAYS_AHEAD = 7
+price_days = dg.DailyPartitionsDefinition(start_date=HISTORY_START, end_offset=1 + PRICE_DAYS_AHEAD)
 
 
 def _common(table: LakeTable, fresh_within: timedelta) -> dict:

@@ -42,11 +42,11 @@ markets_reference_daily = dg.ScheduleDefinition(
     job=markets_price_steps_job,
     cron_schedule="30 4 * * *",
     execution_timezone=local_timezone(),
-    description="After the reference refresh, price today's and tomorrow's UTC days (the pump plan looks ahead).",
+    description="After the reference refresh, price today's UTC day and the next 7 (the pump plan looks ahead).",
 )
 def markets_price_steps_daily(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     today = context.scheduled_execution_time.astimezone(UTC).date()
-    keys = [(today + timedelta(days=n)).isoformat() for n in (0, 1)]
+    keys = [(today + timedelta(days=n)).isoformat() for n in range(markets.PRICE_DAYS_AHEAD + 1)]
     tick = context.scheduled_execution_time.isoformat()
     return [dg.RunRequest(run_key=f"{key}@{tick}", partition_key=key) for key in keys]
 

@@ -11,9 +11,11 @@ Serves, from a Starlette app on loopback:
 
 Every request needs the ``X-API-Key`` header. The data are fixed (a deterministic catalogue, no clock):
 the same request always gets the same answer. Faults are armed with ``inject()`` (or ``POST /_sim/faults``):
-``status`` (any 4xx/5xx, with ``retry_after`` seconds for a 429), ``slow``, ``malformed``, and this
-source's own bad data, ``overlapping_tariff``: the tariff list gains a revision whose validity overlaps
-the current version's, as a publisher correcting a tariff without closing the old one would send.
+``status`` (any 4xx/5xx, with ``retry_after`` seconds for a 429), ``slow``, ``truncated`` and
+``malformed`` bodies, the row faults ``wrong_types`` (the first row's numbers and dates become text),
+``duplicates`` (the first row sent twice) and ``out_of_order`` (rows reversed), and this source's own
+bad data, ``overlapping_tariff``: the tariff list gains a revision whose validity overlaps the current
+version's, as a publisher correcting a tariff without closing the old one would send.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ __all__ = [
     "serve_markets",
 ]
 
-FAULT_KINDS = frozenset({"status", "slow", "malformed", "overlapping_tariff"})
+# Row faults act on the list in the answer (tariffs or holidays); overlapping_tariff is this source's own.
+ROW_FAULTS = frozenset({"wrong_types", "duplicates", "out_of_order"})
+FAULT_KINDS = frozenset({"status", "slow", "truncated", "malformed", "overlapping_tariff"}) | ROW_FAULTS
 
 # Two published versions: the newer takes effect at 00:00 local on 1 May 2026 (17:00 UTC on 30 April).
 TARIFFS: tuple[dict[str, Any], ...] = (
@@ -257,9 +261,13 @@ class MarketsSimulator:
             except ValueError as exc:
                 response = JSONResponse({"error": "bad_request", "detail": str(exc)}, 400)
             else:
+                if fault is not None and fault.kind in ROW_FAULTS:
+                    body = {name: _row_fault(rows, fault.kind) for name, rows in body.items()}
                 content = json.dumps(body, separators=(",", ":")).encode()
-                if fault is not None and fault.kind == "malformed":
+                if fault is not None and fault.kind == "truncated":
                     content = content[: len(content) // 2]
+                elif fault is not None and fault.kind == "malformed":
+                    content = b"<html><body>502 Bad Gateway</body></html>" + content[:20]
                 response = Response(content, media_type="application/json")
         with self._lock:
             self._stats[(path, response.status_code)] += 1
@@ -295,6 +303,23 @@ class MarketsSimulator:
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": "bad_request", "detail": str(exc)}, 400)
         return JSONResponse({"armed": True}, 201)
+
+
+def _row_fault(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    rows = [dict(r) for r in rows]
+    if not rows:
+        return rows
+    if kind == "duplicates":
+        return [rows[0], *rows]
+    if kind == "out_of_order":
+        return rows[::-1]
+    first = rows[0]  # wrong_types
+    for name, value in first.items():
+        if isinstance(value, float):
+            first[name] = "n/a"
+        elif name == "date":
+            first[name] = "tomorrow"
+    return rows
 
 
 class MarketsServer:

@@ -161,3 +161,39 @@ def test_pricing_a_year_without_published_holidays_fails_with_the_fix(reference,
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "no public holidays known for [2026]" in failure.step_failure_data.user_failure_data.description
     assert lake.read(ENERGY_PRICE_STEPS).height == 0
+
+
+def test_a_tariff_with_wrong_types_is_rejected_and_its_steps_are_not_priced(resources, instance, lake, sim):
+    run([markets.holidays], resources, instance)
+    sim.inject("wrong_types", "/api/v1/tariffs")
+    loaded = run([markets.tariffs], resources, instance, raise_on_error=False)
+    assert (metadata_of(loaded, "tariffs")["rows_received"], metadata_of(loaded, "tariffs")["rows_rejected"]) == (2, 1)
+    assert lake.read(TARIFFS)["tariff_id"].to_list() == [NEW]
+    rejected = lake.read(rejects_table(TARIFFS))
+    assert rejected["field"].to_list() == ["energy_on_peak_thb_per_kwh"]
+    assert OLD in rejected["raw_payload"][0]
+    result = run([markets.energy_price_steps], resources, instance, partition_key="2026-03-02")
+    assert metadata_of(result, "energy_price_steps")["rows_rejected"] == 96
+    reasons = lake.read(rejects_table(ENERGY_PRICE_STEPS))["reason"]
+    assert reasons[0] == "no tariff version is valid at 2026-03-02T00:00Z"
+
+
+def test_duplicated_and_reordered_answers_land_the_same_tables(reference, resources, instance, lake, sim):
+    clean = (lake.read(TARIFFS), lake.read(HOLIDAYS))
+    sim.inject("out_of_order", "/api/v1/tariffs")
+    sim.inject("duplicates", "/api/v1/holidays")
+    result = run([markets.tariffs, markets.holidays], resources, instance)
+    assert metadata_of(result, "holidays")["rows_rejected"] == 1
+    assert lake.read(TARIFFS).equals(clean[0])
+    assert lake.read(HOLIDAYS).equals(clean[1])
+    assert lake.read(rejects_table(HOLIDAYS))["reason"].to_list() == ["duplicate of another row with the same (date)"]
+
+
+def test_an_outage_fails_the_run_naming_the_endpoint(resources, instance, sim):
+    sim.inject("status", "/api/v1/holidays", count=10, status=503)
+    resources = {**resources, "markets": resources["markets"].model_copy(update={"max_retries": 1})}
+    result = run([markets.holidays], resources, instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("markets: could not load holidays:")
+    assert "/api/v1/holidays" in description and "503" in description

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from resources.http import SourceError
@@ -60,3 +62,17 @@ def test_a_wrong_key_fails_without_showing_it(markets, sim):
     assert failure.value.status == 401
     assert "not-the-key-123" not in str(failure.value)
     assert "not-the-key-123" not in repr(client(markets, api_key="not-the-key-123"))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "malformed"])
+def test_a_broken_body_is_retried(markets, sim, kind):
+    sim.inject(kind, "/api/v1/tariffs")
+    assert client(markets).tariffs() == sim.tariffs()
+    assert sim.requests_to("/api/v1/tariffs") == 2
+
+
+def test_a_slow_answer_times_out_and_is_retried(markets, sim):
+    sim.inject("slow", "/api/v1/holidays", delay_s=1.0)
+    assert client(markets, timeout_s=0.3).holidays(2026) == sim.holidays(2026)
+    time.sleep(1.0)  # the abandoned first request is counted when the server finishes it
+    assert sim.requests_to("/api/v1/holidays") == 2

@@ -57,12 +57,27 @@ def test_injected_429_carries_retry_after_then_clears(markets, api):
     assert markets.simulator.stats == {("/api/v1/tariffs", 429): 1, ("/api/v1/tariffs", 200): 1}
 
 
-def test_injected_5xx_and_malformed(markets, api):
+@pytest.mark.parametrize("kind", ["truncated", "malformed"])
+def test_injected_5xx_and_broken_bodies(markets, api, kind):
     markets.simulator.inject("status", "/api/v1/holidays", status=503)
     assert api.get("/api/v1/holidays").status_code == 503
-    markets.simulator.inject("malformed", "/api/v1/holidays")
+    markets.simulator.inject(kind, "/api/v1/holidays")
     with pytest.raises(ValueError):
         api.get("/api/v1/holidays").json()
+
+
+def test_row_faults(markets, api):
+    clean = api.get("/api/v1/tariffs").json()["tariffs"]
+    markets.simulator.inject("duplicates", "/api/v1/tariffs")
+    assert api.get("/api/v1/tariffs").json()["tariffs"] == [clean[0], *clean]
+    markets.simulator.inject("out_of_order", "/api/v1/tariffs")
+    assert api.get("/api/v1/tariffs").json()["tariffs"] == clean[::-1]
+    markets.simulator.inject("wrong_types", "/api/v1/tariffs")
+    broken = api.get("/api/v1/tariffs").json()["tariffs"]
+    assert broken[0]["energy_on_peak_thb_per_kwh"] == "n/a"
+    assert broken[1:] == clean[1:]
+    markets.simulator.inject("wrong_types", "/api/v1/holidays")
+    assert api.get("/api/v1/holidays").json()["holidays"][0]["date"] == "tomorrow"
 
 
 def test_overlapping_tariff_fault_adds_a_revision_that_overlaps(markets, api):
