@@ -10,16 +10,14 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
-from assets.lake_tables import lake_metadata
+from assets import source_assets as common
 from assets.partitions import daily, hourly
 from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS, METERS
-from quality.conform import Conformed, conform, rejects_table
+from quality.conform import conform, rejects_table
 from quality.slot_grid import received_times, skew_summary, slot_offsets
 from resources.dmama import DmamaClient
-from resources.http import SourceError
 from resources.lake import Lake, LakeTable, Written, time_windows
 
 SOURCE = "dmama"
@@ -47,36 +45,25 @@ class FlowReadingsConfig(ReadingsConfig):
 
 
 def _common(table: LakeTable, fresh_within: timedelta) -> dict:
-    return {
-        # The UI marks the asset late when no materialization has landed within this window.
-        "freshness_policy": dg.FreshnessPolicy.time_window(fail_window=fresh_within, warn_window=fresh_within / 2),
-        "key_prefix": SOURCE,
-        "group_name": SOURCE,
-        "owners": ["team:network"],
-        "metadata": lake_metadata(table, rejects_table(table)),
-        "tags": {"source": SOURCE},
-        # Every DMAMA request shares the source's rate limit, however the run was launched (schedule,
-        # job, or a backfill from the asset graph): the pool's limit is set on the instance.
-        "pool": SOURCE,
-    }
+    return common.source_asset(SOURCE, table, owner="team:network", fresh_within=fresh_within)
 
 
 @dg.asset(name="dmas", kinds={"http", "parquet"}, **_common(DMAS, timedelta(days=2)))
 def dmas(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) -> dg.MaterializeResult:
     """District metered areas: one row per DMA with its connections, mains length, pressure target
     and inflow meters. Replaced whole on every run; DMAs change slowly."""
-    rows = _fetch(context, "DMA catalogue", dmama.dma_catalogue)
+    rows = common.fetch(context, SOURCE, "DMA catalogue", dmama.dma_catalogue)
     loaded = conform(rows, DMAS, source=SOURCE, partition_key="snapshot")
     written = lake.replace_snapshot(DMAS, loaded.frame)
     lake.replace_snapshot(rejects_table(DMAS), loaded.rejects)
     frame = written.frame
     return dg.MaterializeResult(
         metadata={
-            **_reconciliation(loaded),
+            **common.reconciliation(loaded),
             "dmas": written.rows,
             "connections": int(frame["connections"].sum() or 0),
             "zones": frame["zone"].n_unique(),
-            "preview": _preview(frame),
+            "preview": common.preview(frame),
         }
     )
 
@@ -89,7 +76,7 @@ def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) ->
         dma_ids, _ = dmama.checked_ids(dma["dma_id"] for dma in dmama.dma_list())  # a bad id never becomes a URL
         return [row for dma_id in dma_ids for row in dmama.meters(dma_id)]
 
-    rows = _fetch(context, "meter list", fetch)
+    rows = common.fetch(context, SOURCE, "meter list", fetch)
     loaded = conform(rows, METERS, source=SOURCE, partition_key="snapshot")
     written = lake.replace_snapshot(METERS, loaded.frame)
     lake.replace_snapshot(rejects_table(METERS), loaded.rejects)
@@ -97,7 +84,7 @@ def meters(context: dg.AssetExecutionContext, dmama: DmamaClient, lake: Lake) ->
     by_kind = dict(frame.group_by("kind").len().sort("kind").iter_rows())
     return dg.MaterializeResult(
         metadata={
-            **_reconciliation(loaded),
+            **common.reconciliation(loaded),
             "meters": written.rows,
             "dmas": written.distinct("dma_id"),
             "customer_meters": int(by_kind.get("customer", 0)),
@@ -118,7 +105,9 @@ def flow_readings(
 ) -> dg.MaterializeResult:
     """Flow (m³/h) and pressure (bar) every 15 minutes at each DMA's inlet, as DMAMA reported them.
     One file per hour; a backfill asks for a week per DMA at a time and writes it hour by hour."""
-    dma_ids, refused = dmama.checked_ids(row["dma_id"] for row in _fetch(context, "DMA list", dmama.dma_list))
+    dma_ids, refused = dmama.checked_ids(
+        row["dma_id"] for row in common.fetch(context, SOURCE, "DMA list", dmama.dma_list)
+    )
     if refused:
         context.log.warning(f"dmama: skipped {len(refused)} DMA ids that cannot go into a URL: {sorted(refused)[:5]}")
 
@@ -147,7 +136,7 @@ def meter_readings(
     if not meter_ids:
         raise dg.Failure(
             description=(
-                f"dmama/meter_readings for partition {_partition_label(context)}: the meter list "
+                f"dmama/meter_readings for partition {common.partition_label(context)}: the meter list "
                 f"{METERS.layer}.{METERS.name} is empty; materialize dmama/meters first."
             )
         )
@@ -172,7 +161,7 @@ def _load_range(
 ) -> dg.MaterializeResult:
     """Fetch, type and write the run's partitions chunk by chunk; return the reconciled figures."""
     window = context.partition_time_window
-    label = _partition_label(context)
+    label = common.partition_label(context)
     received = written = rejected = files = 0
     entities: set[str] = set()
     first: datetime | None = None
@@ -183,7 +172,7 @@ def _load_range(
     for chunk in _chunks(time_windows(partitions_def, window.start, window.end), config.chunk_hours):
         start, end = chunk[0].start, chunk[-1].end
         what = f"{table.name} {start:%Y-%m-%dT%H:%M}Z–{end:%Y-%m-%dT%H:%M}Z"
-        rows = _fetch(context, what, partial(fetch, start, end))
+        rows = common.fetch(context, SOURCE, what, partial(fetch, start, end))
         loaded = conform(rows, table, source=SOURCE, partition_key=label, window=(start, end), partitions=chunk)
         if slot_grid:  # on all the source sent: a shifted series' last slots were set aside as rejects
             stamps = received_times(loaded.frame, loaded.rejects, entity=entity)
@@ -217,7 +206,7 @@ def _load_range(
         f"distinct_{entity}": len(entities),
         "first_timestamp": first.isoformat() if first else "none",
         "last_timestamp": last.isoformat() if last else "none",
-        "preview": _preview(preview),
+        "preview": common.preview(preview),
     }
     if reasons:
         metadata["rejects_by_field"] = reasons
@@ -241,34 +230,3 @@ def _chunks(windows: list[dg.TimeWindow], hours: int) -> Iterator[list[dg.TimeWi
         chunk.append(window)
     if chunk:
         yield chunk
-
-
-def _fetch(context: dg.AssetExecutionContext, what: str, call):
-    """Run a client call; turn a source failure into a Dagster failure naming source and partition."""
-    try:
-        return call()
-    except SourceError as error:
-        raise dg.Failure(
-            description=f"dmama: could not load {what} for partition {_partition_label(context)}: {error}",
-            metadata={"source": SOURCE, "endpoint": error.endpoint or "", "status": error.status or 0},
-        ) from error
-
-
-def _partition_label(context: dg.AssetExecutionContext) -> str:
-    if context.assets_def.partitions_def is None:
-        return "snapshot"
-    keys = context.partition_key_range
-    return keys.start if keys.start == keys.end else f"{keys.start}…{keys.end}"
-
-
-def _reconciliation(loaded: Conformed) -> dict:
-    return {
-        "rows_received": loaded.received,
-        "rows_written": loaded.written,
-        "rows_rejected": loaded.rejected,
-        "dagster/row_count": loaded.written,
-    }
-
-
-def _preview(frame: pl.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.head(10).to_pandas().to_markdown(index=False))

@@ -12,12 +12,11 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from assets.lake_tables import lake_metadata
+from assets import source_assets as common
 from assets.partitions import HISTORY_START
 from contracts.markets import ENERGY_PRICE_STEPS, HOLIDAYS, STEP_MINUTES, TARIFF_TIMEZONE, TARIFFS
-from quality.conform import Conformed, conform, rejects_table
+from quality.conform import conform, rejects_table
 from quality.markets import overlapping_tariffs
-from resources.http import SourceError
 from resources.lake import Lake, LakeTable, time_windows
 from resources.markets import MarketsClient
 
@@ -30,15 +29,7 @@ price_days = dg.DailyPartitionsDefinition(start_date=HISTORY_START, end_offset=1
 
 
 def _common(table: LakeTable, fresh_within: timedelta) -> dict:
-    return {
-        "freshness_policy": dg.FreshnessPolicy.time_window(fail_window=fresh_within, warn_window=fresh_within / 2),
-        "key_prefix": SOURCE,
-        "group_name": SOURCE,
-        "owners": ["team:energy"],
-        "metadata": lake_metadata(table, rejects_table(table)),
-        "tags": {"source": SOURCE},
-        "pool": SOURCE,
-    }
+    return common.source_asset(SOURCE, table, owner="team:energy", fresh_within=fresh_within)
 
 
 @dg.asset(name="tariffs", kinds={"http", "parquet"}, **_common(TARIFFS, timedelta(days=2)))
@@ -46,7 +37,9 @@ def tariffs(context: dg.AssetExecutionContext, markets: MarketsClient, lake: Lak
     """Every published version of the electricity time-of-use tariff, with its validity period (UTC),
     energy rates on-peak and off-peak (THB/kWh), Ft (THB/kWh) and demand charge (THB/kW). Replaced whole;
     versions whose validity overlaps are kept as sent and flagged (the price steps reject the overlap)."""
-    loaded = conform(_fetch(context, "tariffs", markets.tariffs), TARIFFS, source=SOURCE, partition_key="snapshot")
+    loaded = conform(
+        common.fetch(context, SOURCE, "tariffs", markets.tariffs), TARIFFS, source=SOURCE, partition_key="snapshot"
+    )
     written = lake.replace_snapshot(TARIFFS, loaded.frame)
     lake.replace_snapshot(rejects_table(TARIFFS), loaded.rejects)
     overlaps = overlapping_tariffs(written.frame)
@@ -54,11 +47,11 @@ def tariffs(context: dg.AssetExecutionContext, markets: MarketsClient, lake: Lak
         context.log.warning(f"markets: tariff versions with overlapping validity: {overlaps}")
     return dg.MaterializeResult(
         metadata={
-            **_reconciliation(loaded),
+            **common.reconciliation(loaded),
             "tariff_versions": written.rows,
             "overlapping_pairs": len(overlaps),
             "overlaps": ", ".join(f"{a} & {b}" for a, b in overlaps) or "none",
-            "preview": _preview(written.frame),
+            "preview": common.preview(written.frame),
         }
     )
 
@@ -67,12 +60,14 @@ def tariffs(context: dg.AssetExecutionContext, markets: MarketsClient, lake: Lak
 def holidays(context: dg.AssetExecutionContext, markets: MarketsClient, lake: Lake) -> dg.MaterializeResult:
     """Public holidays of every year the publisher has announced (local dates): off-peak all day.
     Replaced whole."""
-    loaded = conform(_fetch(context, "holidays", markets.holidays), HOLIDAYS, source=SOURCE, partition_key="snapshot")
+    loaded = conform(
+        common.fetch(context, SOURCE, "holidays", markets.holidays), HOLIDAYS, source=SOURCE, partition_key="snapshot"
+    )
     written = lake.replace_snapshot(HOLIDAYS, loaded.frame)
     lake.replace_snapshot(rejects_table(HOLIDAYS), loaded.rejects)
     years = sorted(set(written.frame["date"].dt.year().to_list()))
     return dg.MaterializeResult(
-        metadata={**_reconciliation(loaded), "holidays": written.rows, "years": ", ".join(map(str, years))}
+        metadata={**common.reconciliation(loaded), "holidays": written.rows, "years": ", ".join(map(str, years))}
     )
 
 
@@ -90,7 +85,7 @@ def energy_price_steps(context: dg.AssetExecutionContext, lake: Lake) -> dg.Mate
     holidays off-peak), the energy price in THB/kWh with Ft, and whether the demand charge applies.
     Steps with no valid tariff, or with overlapping ones, are rejected with the reason, never guessed."""
     window = context.partition_time_window
-    label = _partition_label(context)
+    label = common.partition_label(context)
     tariff_frame = lake.read(TARIFFS)
     holiday_frame = lake.read(HOLIDAYS)
     if tariff_frame.height == 0:
@@ -114,7 +109,7 @@ def energy_price_steps(context: dg.AssetExecutionContext, lake: Lake) -> dg.Mate
             "off_peak_steps": int(periods.get("off_peak", 0)),
             "tariffs_used": ", ".join(sorted(frame["tariff_id"].unique().to_list())) or "none",
             "mean_energy_thb_per_kwh": round(float(frame["energy_thb_per_kwh"].mean() or 0.0), 4),
-            "preview": _preview(frame),
+            "preview": common.preview(frame),
         }
     )
 
@@ -219,31 +214,3 @@ def _zone():
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(TARIFF_TIMEZONE)
-
-
-def _fetch(context: dg.AssetExecutionContext, what: str, call):
-    try:
-        return call()
-    except SourceError as error:
-        raise dg.Failure(
-            description=f"markets: could not load {what}: {error}",
-            metadata={"source": SOURCE, "endpoint": error.endpoint or "", "status": error.status or 0},
-        ) from error
-
-
-def _partition_label(context: dg.AssetExecutionContext) -> str:
-    keys = context.partition_key_range
-    return keys.start if keys.start == keys.end else f"{keys.start}…{keys.end}"
-
-
-def _reconciliation(loaded: Conformed) -> dict:
-    return {
-        "rows_received": loaded.received,
-        "rows_written": loaded.written,
-        "rows_rejected": loaded.rejected,
-        "dagster/row_count": loaded.written,
-    }
-
-
-def _preview(frame: pl.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.head(10).to_pandas().to_markdown(index=False))

@@ -7,19 +7,17 @@ reason, and writes through the lake. Rows are never dropped: ``rows_received = r
 rows_rejected`` for every materialization.
 """
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from assets.lake_tables import lake_metadata
+from assets import source_assets as common
 from assets.partitions import hourly
 from contracts.dmama import DMAS, DMAS_KEY
 from contracts.weather import FORECASTS, FORECASTS_KEY, OBSERVATIONS
 from quality.conform import Conformed, conform, rejects_table
-from resources.http import SourceError
 from resources.lake import Lake, LakeTable, time_windows
 from resources.weather import WeatherClient
 
@@ -37,17 +35,9 @@ _MET_FIELDS = {
 
 
 def _common(table: LakeTable) -> dict:
+    # Both land every hour; two hours without a materialization means the source or the schedule stopped.
     return {
-        # Both land every hour; two hours without a materialization means the source or the schedule stopped.
-        "freshness_policy": dg.FreshnessPolicy.time_window(
-            fail_window=timedelta(hours=2), warn_window=timedelta(hours=1)
-        ),
-        "key_prefix": SOURCE,
-        "group_name": SOURCE,
-        "owners": ["team:network"],
-        "metadata": lake_metadata(table, rejects_table(table)),
-        "tags": {"source": SOURCE},
-        "pool": SOURCE,
+        **common.source_asset(SOURCE, table, owner="team:network", fresh_within=timedelta(hours=2)),
         "partitions_def": hourly,
         "kinds": {"http", "parquet"},
     }
@@ -65,26 +55,27 @@ def forecasts(context: dg.AssetExecutionContext, weather: WeatherClient, lake: L
         def fetch(lat: float = lat, lon: float = lon) -> tuple[dict, list[dict]]:
             return weather.owm_current(lat, lon), weather.owm_forecast(lat, lon)
 
-        current, items = _fetch(context, f"OWM forecast for {location_id}", fetch)
+        current, items = common.fetch(context, SOURCE, f"OWM forecast for {location_id}", fetch)
         issued = _hour_iso(current.get("dt"))
         rows.extend(_owm_row(location_id, issued, item) for item in [current, *items])
         when = _parse(issued)
         if when is None or not window.start <= when < window.end:
             raise dg.Failure(
                 description=(
-                    f"weather/forecasts for partition {_label(context)}: OWM issues its forecast for now "
+                    f"weather/forecasts for partition {common.partition_label(context)}: OWM issues its forecast "
+                    "for now "
                     f"({issued}), outside this partition; a past issue cannot be fetched again, so the "
                     "partition is left as it was."
                 )
             )
     windows = time_windows(hourly, window.start, window.end)
-    loaded = conform(rows, FORECASTS, source=SOURCE, partition_key=_label(context), partitions=windows)
+    loaded = conform(rows, FORECASTS, source=SOURCE, partition_key=common.partition_label(context), partitions=windows)
     written = lake.replace_partitions(FORECASTS, loaded.frame, windows)
     lake.replace_partitions(rejects_table(FORECASTS), loaded.rejects, windows)
     frame = written.frame
     return dg.MaterializeResult(
         metadata={
-            **_reconciliation(loaded),
+            **common.reconciliation(loaded),
             "locations": written.distinct("location_id"),
             "issued_at": ", ".join(sorted({f"{t:%Y-%m-%dT%H:%M}Z" for t in frame["issued_at"]})) or "none",
             "last_valid_at": f"{frame['valid_at'].max():%Y-%m-%dT%H:%M}Z" if frame.height else "none",
@@ -107,14 +98,15 @@ def observations(context: dg.AssetExecutionContext, weather: WeatherClient, lake
     window = context.partition_time_window
     rows: list[dict[str, Any]] = []
     for location_id, lat, lon in _locations(context, lake):
-        sent = _fetch(
+        sent = common.fetch(
             context,
+            SOURCE,
             f"met observations for {location_id}",
             lambda lat=lat, lon=lon: weather.met_observations(lat, lon, window.start, window.end),
         )
         rows.extend({"location_id": location_id, "provider": "met", **_met_row(row)} for row in sent)
     windows = time_windows(hourly, window.start, window.end)
-    label = _label(context)
+    label = common.partition_label(context)
     loaded = _conform_without_sentinels(rows, OBSERVATIONS, label, windows)
     written = lake.replace_partitions(OBSERVATIONS, loaded.frame, windows)
     lake.replace_partitions(rejects_table(OBSERVATIONS), loaded.rejects, windows)
@@ -127,7 +119,7 @@ def observations(context: dg.AssetExecutionContext, weather: WeatherClient, lake
     frame = written.frame
     return dg.MaterializeResult(
         metadata={
-            **_reconciliation(loaded),
+            **common.reconciliation(loaded),
             "locations": written.distinct("location_id"),
             "mean_temperature_c": round(float(frame["temperature_c"].mean()), 2) if frame.height else "none",
             **_reject_reasons(loaded.rejects),
@@ -145,7 +137,7 @@ def _locations(context: dg.AssetExecutionContext, lake: Lake) -> list[tuple[str,
     if dmas.height == 0:
         raise dg.Failure(
             description=(
-                f"weather for partition {_label(context)}: no DMA with a location in "
+                f"weather for partition {common.partition_label(context)}: no DMA with a location in "
                 f"{DMAS.layer}.{DMAS.name}; materialize dmama/dmas first."
             )
         )
@@ -282,27 +274,3 @@ def _reject_reasons(rejects: pl.DataFrame) -> dict[str, Any]:
         return {}
     counts = rejects.group_by("field").len().sort("field")
     return {"rejects_by_field": {str(f): int(n) for f, n in counts.iter_rows()}}
-
-
-def _reconciliation(loaded: Conformed) -> dict[str, int]:
-    return {
-        "rows_received": loaded.received,
-        "rows_written": loaded.written,
-        "rows_rejected": loaded.rejected,
-        "dagster/row_count": loaded.written,
-    }
-
-
-def _fetch(context: dg.AssetExecutionContext, what: str, call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except SourceError as error:
-        raise dg.Failure(
-            description=f"weather: could not load {what} for partition {_label(context)}: {error}",
-            metadata={"source": SOURCE, "endpoint": error.endpoint or "", "status": error.status or 0},
-        ) from error
-
-
-def _label(context: dg.AssetExecutionContext) -> str:
-    keys = context.partition_key_range
-    return keys.start if keys.start == keys.end else f"{keys.start}…{keys.end}"

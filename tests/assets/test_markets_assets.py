@@ -195,5 +195,5 @@ def test_an_outage_fails_the_run_naming_the_endpoint(resources, instance, sim):
     result = run([markets.holidays], resources, instance, raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     description = failure.step_failure_data.user_failure_data.description
-    assert description.startswith("markets: could not load holidays:")
+    assert description.startswith("markets: could not load holidays for partition ")
     assert "/api/v1/holidays" in description and "503" in description
