@@ -39,7 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -52,10 +52,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from simulators.http_server import SimulatorServer, serve_simulator
+
 __all__ = [
     "FAULT_KINDS",
     "DmamaConfig",
-    "DmamaServer",
     "DmamaSimulator",
     "credentials_env",
     "main_serve",
@@ -1107,41 +1108,11 @@ def _row_fault(rows: list[dict[str, Any]], fault: _Fault | None, seed: int) -> l
     return out
 
 
-class DmamaServer:
-    """A running simulator: `.url`, `.simulator`, `.config`; `stop()` or use as a context manager."""
-
-    def __init__(self, simulator: DmamaSimulator, running: Any) -> None:
-        self.simulator = simulator
-        self.config = simulator.config
-        self._running = running
-
-    @property
-    def url(self) -> str:
-        return self._running.url
-
-    @property
-    def port(self) -> int:
-        return self._running.port
-
-    def stop(self) -> None:
-        self._running.stop()
-
-    def __repr__(self) -> str:
-        return f"DmamaServer(url={self.url!r}, config={self.config!r})"
-
-
-@contextlib.contextmanager
-def serve_dmama(config: DmamaConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> Iterator[DmamaServer]:
-    """Serve a DMAMA simulator in a background thread for the duration of the `with` block."""
-    from simulators.http_server import serve_in_thread
-
-    simulator = DmamaSimulator(config or DmamaConfig())
-    running = serve_in_thread(simulator.app, host=host, port=port)
-    server = DmamaServer(simulator, running)
-    try:
-        yield server
-    finally:
-        server.stop()
+def serve_dmama(
+    config: DmamaConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> contextlib.AbstractContextManager[SimulatorServer]:
+    """Serve a DMAMA simulator in a background thread for the duration of the ``with`` block."""
+    return serve_simulator(DmamaSimulator(config or DmamaConfig()), host=host, port=port)
 
 
 def credentials_env(url: str, config: DmamaConfig) -> dict[str, str]:

@@ -6,15 +6,17 @@ caller can read at once and no other process can take it between "find a port" a
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
-__all__ = ["RunningServer", "bind_socket", "serve_in_thread"]
+__all__ = ["RunningServer", "SimulatorServer", "bind_socket", "serve_in_thread", "serve_simulator"]
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -123,3 +125,37 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, startup_ti
             raise RuntimeError(f"HTTP server on {host}:{bound_port} not started after {startup_timeout_s} s")
         time.sleep(0.005)
     return RunningServer(server, thread, host, bound_port)
+
+
+class SimulatorServer:
+    """A simulator served on loopback: ``.url``, ``.port``, ``.simulator``, ``.config``; ``stop()``."""
+
+    def __init__(self, simulator: Any, running: RunningServer) -> None:
+        self.simulator = simulator
+        self.config = simulator.config
+        self._running = running
+
+    @property
+    def url(self) -> str:
+        return self._running.url
+
+    @property
+    def port(self) -> int:
+        return self._running.port
+
+    def stop(self) -> None:
+        self._running.stop()
+
+    def __repr__(self) -> str:
+        return f"{type(self.simulator).__name__}Server(url={self.url!r}, config={self.config!r})"
+
+
+@contextlib.contextmanager
+def serve_simulator(simulator: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[SimulatorServer]:
+    """Serve a simulator (anything with an ASGI ``.app`` and a ``.config``) in a background thread for the
+    duration of the ``with`` block."""
+    server = SimulatorServer(simulator, serve_in_thread(simulator.app, host=host, port=port))
+    try:
+        yield server
+    finally:
+        server.stop()

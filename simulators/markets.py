@@ -27,7 +27,6 @@ import json
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +35,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simulators.http_server import SimulatorServer, serve_simulator
+
 __all__ = [
     "FAULT_KINDS",
     "HOLIDAYS",
     "OVERLAPPING_TARIFF",
     "TARIFFS",
     "MarketsConfig",
-    "MarketsServer",
     "MarketsSimulator",
     "credentials_env",
     "serve_markets",
@@ -322,35 +322,11 @@ def _row_fault(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return rows
 
 
-class MarketsServer:
-    """A running simulator: ``.url``, ``.simulator``, ``.config``."""
-
-    def __init__(self, simulator: MarketsSimulator, running: Any) -> None:
-        self.simulator = simulator
-        self.config = simulator.config
-        self._running = running
-
-    @property
-    def url(self) -> str:
-        return self._running.url
-
-    def stop(self) -> None:
-        self._running.stop()
-
-
-@contextlib.contextmanager
 def serve_markets(
     config: MarketsConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[MarketsServer]:
+) -> contextlib.AbstractContextManager[SimulatorServer]:
     """Serve a markets simulator in a background thread for the duration of the ``with`` block."""
-    from simulators.http_server import serve_in_thread
-
-    simulator = MarketsSimulator(config)
-    server = MarketsServer(simulator, serve_in_thread(simulator.app, host=host, port=port))
-    try:
-        yield server
-    finally:
-        server.stop()
+    return serve_simulator(MarketsSimulator(config or MarketsConfig()), host=host, port=port)
 
 
 def credentials_env(url: str, config: MarketsConfig) -> dict[str, str]:

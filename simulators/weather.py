@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +32,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from simulators.dmama import _normal, _uniform
+from simulators.http_server import SimulatorServer, serve_simulator
 
-__all__ = ["SENTINEL", "WeatherConfig", "WeatherServer", "WeatherSimulator", "credentials_env", "serve_weather"]
+__all__ = ["SENTINEL", "WeatherConfig", "WeatherSimulator", "credentials_env", "serve_weather"]
 
 SENTINEL = -999
 KELVIN = 273.15
@@ -281,35 +281,11 @@ def _lat_lon(request: Request) -> tuple[float, float]:
     return lat, lon
 
 
-class WeatherServer:
-    """A running simulator: ``.url``, ``.simulator``, ``.config``."""
-
-    def __init__(self, simulator: WeatherSimulator, running: Any) -> None:
-        self.simulator = simulator
-        self.config = simulator.config
-        self._running = running
-
-    @property
-    def url(self) -> str:
-        return self._running.url
-
-    def stop(self) -> None:
-        self._running.stop()
-
-
-@contextlib.contextmanager
 def serve_weather(
     config: WeatherConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[WeatherServer]:
-    """Serve both providers in a background thread for the duration of the ``with`` block."""
-    from simulators.http_server import serve_in_thread
-
-    simulator = WeatherSimulator(config)
-    server = WeatherServer(simulator, serve_in_thread(simulator.app, host=host, port=port))
-    try:
-        yield server
-    finally:
-        server.stop()
+) -> contextlib.AbstractContextManager[SimulatorServer]:
+    """Serve both weather providers in a background thread for the duration of the ``with`` block."""
+    return serve_simulator(WeatherSimulator(config or WeatherConfig()), host=host, port=port)
 
 
 def credentials_env(url: str, config: WeatherConfig) -> dict[str, str]:
