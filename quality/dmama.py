@@ -213,11 +213,15 @@ def clock_on_slot_grid(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         skewed: dict[str, float] = {}
         judged = 0
-        for key in context.partition_keys:
-            records = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=FLOW_READINGS_KEY, asset_partitions=[key]), limit=1
-            ).records
-            metadata = records[0].asset_materialization.metadata if records else {}
+        keys = context.partition_keys
+        # One query for the whole range: the newest materialization of each partition (this run's) comes first.
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=FLOW_READINGS_KEY, asset_partitions=keys), limit=len(keys)
+        ).records
+        latest = {}
+        for record in records:
+            latest.setdefault(record.partition_key, record.asset_materialization.metadata)
+        for metadata in latest.values():
             judged += 1 if "clock_skewed" in metadata else 0
             by_dma = metadata.get("clock_skew_s_by_dma_id")
             skewed.update(by_dma.value if by_dma is not None else {})
