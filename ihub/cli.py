@@ -58,11 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the DMAMA pipeline end to end on embedded defaults",
+        help="run every source's pipeline end to end on embedded defaults",
         description=(
-            "Start the DMAMA simulator in-process, materialize the DMA catalogue, the last 24 hours of "
-            "readings and the meter readings through Dagster with their checks, publish the analyst "
-            "catalog and print a summary. Reads IHUB_DATA_DIR (default ./.data) and DAGSTER_HOME "
+            "Start every source's simulator in-process (DMAMA, markets, weather, …), materialize their assets "
+            "through Dagster with their checks (for DMAMA the last 24 hours of readings), publish the analyst "
+            "catalog and print a summary with a line per source. Reads IHUB_DATA_DIR (default ./.data) and DAGSTER_HOME "
             "(default <data dir>/dagster); needs no running service."
         ),
     )

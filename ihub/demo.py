@@ -1,10 +1,16 @@
-"""``ihub demo``: the DMAMA pipeline end to end on embedded defaults, with progress and a summary."""
+"""``ihub demo``: every source's pipeline end to end on embedded defaults, with progress and a summary.
+
+Each source is one `DemoSource` in `SOURCES`: how to start its simulator and which jobs to run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 EXAMPLE_QUERY = """
@@ -20,25 +26,122 @@ LIMIT 5
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+@dataclass(frozen=True)
+class Step:
+    """One job the demo runs, with the partition range it covers (None: unpartitioned)."""
+
+    what: str
+    job: str
+    keys: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """A source in the demo: `serve` starts its simulator in the stack and returns (what listens where,
+    the environment the hub's resources read); `steps` are its jobs, in order, for the window ending now."""
+
+    name: str
+    serve: Callable[[contextlib.ExitStack, DemoOptions], tuple[str, dict[str, str]]]
+    steps: Callable[[datetime, DemoOptions], list[Step]]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    hours: int = 24
+    dmas: int = 5
+    meters_per_dma: int = 10
+
+
+def _serve_dmama(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from simulators.dmama import DmamaConfig, credentials_env, serve_dmama
+
+    config = DmamaConfig(dmas=options.dmas, meters_per_dma=options.meters_per_dma)
+    simulator = stack.enter_context(serve_dmama(config))
+    where = f"{simulator.url} ({options.dmas} DMAs, {options.dmas * options.meters_per_dma} meters)"
+    return where, credentials_env(simulator.url, config)
+
+
+def _dmama_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.partitions import daily, hourly
+
+    last_hour = hourly.get_partition_key_for_timestamp(now.timestamp())
+    hour_keys = hourly.get_partition_keys(current_time=now)[-options.hours :]
+    first_day = daily.get_partition_key_for_timestamp((now - timedelta(hours=options.hours)).timestamp())
+    last_day = daily.get_partition_key_for_timestamp(now.timestamp())
+    return [
+        Step("DMA catalogue and meter list", "dmama_catalogue_job"),
+        Step(
+            f"DMA readings, {hour_keys[0]} … {last_hour} UTC ({len(hour_keys)} hourly partitions)",
+            "dmama_readings_job",
+            (hour_keys[0], last_hour),
+        ),
+        Step(f"meter readings, {first_day} … {last_day} UTC", "dmama_meter_readings_job", (first_day, last_day)),
+    ]
+
+
+def _serve_markets(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from simulators.markets import MarketsConfig, credentials_env, serve_markets
+
+    config = MarketsConfig()
+    simulator = stack.enter_context(serve_markets(config))
+    return simulator.url, credentials_env(simulator.url, config)
+
+
+def _markets_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.markets import PRICE_DAYS_AHEAD, price_days
+
+    keys = price_days.get_partition_keys(current_time=now)
+    today = keys[-1 - PRICE_DAYS_AHEAD]
+    return [
+        Step("tariffs and public holidays", "markets_reference_job"),
+        Step(f"energy price per 15-minute step, {today} … {keys[-1]}", "markets_price_steps_job", (today, keys[-1])),
+    ]
+
+
+def _serve_weather(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from simulators.weather import WeatherConfig, credentials_env, serve_weather
+
+    config = WeatherConfig()
+    simulator = stack.enter_context(serve_weather(config))
+    return simulator.url, credentials_env(simulator.url, config)
+
+
+def _weather_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.partitions import hourly
+
+    # The last few hours: enough to show both providers side by side without slowing the demo.
+    hour_keys = hourly.get_partition_keys(current_time=now)[-min(options.hours, 3) :]
+    return [
+        Step(
+            f"weather observations, {hour_keys[0]} … {hour_keys[-1]} UTC",
+            "weather_observations_job",
+            (hour_keys[0], hour_keys[-1]),
+        ),
+        Step("weather forecasts issued in the same hours", "weather_forecasts_job", (hour_keys[0], hour_keys[-1])),
+    ]
+
+
+# In order: a source whose assets read another's tables comes after it (weather places its stations
+# at DMAMA's DMA coordinates).
+SOURCES: tuple[DemoSource, ...] = (
+    DemoSource("dmama", _serve_dmama, _dmama_steps),
+    DemoSource("markets", _serve_markets, _markets_steps),
+    DemoSource("weather", _serve_weather, _weather_steps),
+)
+
+
 def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10, live_minutes: float = 0) -> int:
     from ihub.environment import prepare_dagster_home
 
     home = prepare_dagster_home()
     _say(f"Dagster instance: {home} (SQLite unless DAGSTER_PG_* is set)")
-    from simulators.dmama import DmamaConfig, serve_dmama
-
-    config = DmamaConfig(dmas=dmas, meters_per_dma=meters_per_dma)
-    with serve_dmama(config) as simulator:
-        _say(f"DMAMA simulator on {simulator.url} ({dmas} DMAs, {dmas * meters_per_dma} meters)")
-        os.environ.update(
-            {
-                "DMAMA_BASE_URL": simulator.url,
-                "DMAMA_API_KEY": config.api_key,
-                "DMAMA_CLIENT_ID": config.client_id,
-                "DMAMA_CLIENT_SECRET": config.client_secret,
-            }
-        )
-        outcome = _run_pipeline(hours)
+    options = DemoOptions(hours=hours, dmas=dmas, meters_per_dma=meters_per_dma)
+    with contextlib.ExitStack() as stack:
+        for source in SOURCES:
+            where, env = source.serve(stack, options)
+            os.environ.update(env)
+            _say(f"{source.name} simulator on {where}")
+        outcome = _run_pipeline(options)
     if outcome == 0 and live_minutes > 0:
         from ihub.live_demo import run_live
         from orchestration.settings import data_dir
@@ -49,45 +152,52 @@ def run_demo(hours: int = 24, dmas: int = 5, meters_per_dma: int = 10, live_minu
     return outcome
 
 
-def _run_pipeline(hours: int) -> int:
+@dataclass
+class SourceTally:
+    """What one source's runs landed, from their materializations' metadata."""
+
+    assets: set[str] = field(default_factory=set)
+    rows_written: int = 0
+    rows_rejected: int = 0
+    checks: Counter[str] = field(default_factory=Counter)
+
+
+def _run_pipeline(options: DemoOptions) -> int:
     import dagster as dg
 
-    from assets.partitions import daily, hourly
     from orchestration.definitions import defs
 
     instance = dg.DagsterInstance.get()
     now = datetime.now(UTC)
-    last_hour = hourly.get_partition_key_for_timestamp(now.timestamp())
-    hour_keys = hourly.get_partition_keys(current_time=now)[-hours:]
-    first_day = daily.get_partition_key_for_timestamp((now - timedelta(hours=hours)).timestamp())
-    last_day = daily.get_partition_key_for_timestamp(now.timestamp())
-    steps = [
-        ("DMA catalogue and meter list", "dmama_catalogue_job", None),
-        (
-            f"DMA readings, {hour_keys[0]} … {last_hour} UTC ({len(hour_keys)} hourly partitions)",
-            "dmama_readings_job",
-            (hour_keys[0], last_hour),
-        ),
-        (f"meter readings, {first_day} … {last_day} UTC", "dmama_meter_readings_job", (first_day, last_day)),
-        ("analyst catalog", "analyst_catalog_job", None),
-    ]
-    checks: Counter[str] = Counter()
+    steps = [(source.name, step) for source in SOURCES for step in source.steps(now, options)]
+    steps.append(("catalog", Step("analyst catalog", "analyst_catalog_job")))
+    tallies: dict[str, SourceTally] = {}
     failures: list[str] = []
-    for number, (what, job_name, keys) in enumerate(steps, start=1):
-        _say(f"[{number}/{len(steps)}] {what} …")
+    for number, (source, step) in enumerate(steps, start=1):
+        _say(f"[{number}/{len(steps)}] {step.what} …")
         started = time.monotonic()
         tags = {}
-        if keys:
+        if step.keys:
             tags = {
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[1],
+                "dagster/asset_partition_range_start": step.keys[0],
+                "dagster/asset_partition_range_end": step.keys[1],
             }
-        result = defs.resolve_job_def(job_name).execute_in_process(
+        result = defs.resolve_job_def(step.job).execute_in_process(
             instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
         )
+        tally = tallies.setdefault(source, SourceTally())
+        # A single-run backfill reports its totals on every partition it wrote: count each asset once a run.
+        per_asset = {}
+        for event in result.get_asset_materialization_events():
+            materialization = event.materialization
+            per_asset.setdefault(materialization.asset_key.to_user_string(), materialization.metadata)
+        for asset, metadata in per_asset.items():
+            tally.assets.add(asset)
+            tally.rows_written += _count(metadata.get("rows_written"))
+            tally.rows_rejected += _count(metadata.get("rows_rejected"))
         for event in result.get_asset_check_evaluations():
             outcome = "passed" if event.passed else f"failed ({event.severity.value})"
-            checks[outcome] += 1
+            tally.checks[outcome] += 1
             if not event.passed:
                 failures.append(f"{event.asset_key.to_user_string()}:{event.check_name} {outcome}")
         status = "done" if result.success else "FAILED"
@@ -97,11 +207,16 @@ def _run_pipeline(hours: int) -> int:
                 if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
                     _say(f"      {event.step_key}: {event.step_failure_data.error.message.strip()}")
             return 1
-    _summary(checks, failures)
+    _summary(tallies, failures)
     return 0 if not failures else 1
 
 
-def _summary(checks: Counter[str], failures: list[str]) -> None:
+def _count(value: object) -> int:
+    raw = getattr(value, "value", value)
+    return int(raw) if isinstance(raw, int | float) else 0
+
+
+def _summary(tallies: dict[str, SourceTally], failures: list[str]) -> None:
     import duckdb
 
     from orchestration.settings import catalog_path
@@ -109,6 +224,16 @@ def _summary(checks: Counter[str], failures: list[str]) -> None:
     path = catalog_path()
     _say("")
     _say("Summary")
+    width = max(len(name) for name in tallies)
+    for name, tally in tallies.items():
+        if name == "catalog":
+            continue
+        passed = tally.checks.get("passed", 0)
+        _say(
+            f"  {name:<{width}}  {len(tally.assets):>2} assets  {tally.rows_written:>9,} rows written"
+            f"  {tally.rows_rejected:>6,} rejected  checks {passed}/{sum(tally.checks.values())} passed"
+        )
+    _say("")
     with duckdb.connect(str(path), read_only=True) as con:
         views = con.execute(
             "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1, 2"
@@ -117,6 +242,7 @@ def _summary(checks: Counter[str], failures: list[str]) -> None:
         for schema, view in views:
             rows = con.execute(f'SELECT count(*) FROM {schema}."{view}"').fetchall()[0][0]
             _say(f"  {schema + '.' + view:<{width}}  {rows:>9,} rows")
+        checks = sum((t.checks for t in tallies.values()), Counter())
         passed = checks.get("passed", 0)
         _say(f"  checks: {passed} passed, {sum(checks.values()) - passed} failed")
         for failure in failures:
