@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start every source's simulator in-process (DMAMA, markets, weather, …), materialize their assets "
             "through Dagster with their checks (for DMAMA the last 24 hours of readings), publish the analyst "
-            "catalog and print a summary with a line per source. Reads IHUB_DATA_DIR (default ./.data) and DAGSTER_HOME "
+            "catalog and print a summary with a line per source. Reads IHUB_DATA_DIR (default ./.data) and "
+            "DAGSTER_HOME "
             "(default <data dir>/dagster); needs no running service."
         ),
     )
