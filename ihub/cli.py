@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="then run the live SCADA path (simulators, collector, Dagster daemon) this long; make demo uses 2",
     )
 
+    optimize = commands.add_parser(
+        "optimize",
+        help="run an optimization model (pump schedule, supply plan) or list the solvers",
+        description=(
+            "Planners' entry to the optimization models. ihub optimize solvers lists the solvers this "
+            "installation can run; the model subcommands solve on the lake's data or on a self-contained "
+            "instance file (--instance) and print the status, objective, gap and the plan."
+        ),
+    )
+    optimize_commands = optimize.add_subparsers(dest="model", required=True, metavar="MODEL")
+    optimize_commands.add_parser("solvers", help="list the solvers available (HiGHS, CBC) with their versions")
+
     query = commands.add_parser(
         "query",
         help="run SQL against the analyst catalog, read-only",
@@ -114,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(
             hours=args.hours, dmas=args.dmas, meters_per_dma=args.meters_per_dma, live_minutes=args.live_minutes
         )
+    if args.command == "optimize" and args.model == "solvers":
+        from optimization.solver import available_solvers
+
+        found = available_solvers()
+        for name in ("highs", "cbc"):
+            print(f"{name:<6} {found.get(name, 'not available')}")
+        return 0 if found else 1
     if args.command == "query":
         import duckdb
 
