@@ -44,8 +44,9 @@ def notifier_channels() -> list:
 
     ``IHUB_ALERT_WEBHOOK_URL`` (+ ``IHUB_ALERT_WEBHOOK_TOKEN``), ``IHUB_LINE_TOKEN`` + ``IHUB_LINE_TO``
     (comma-separated ids, ``IHUB_LINE_BASE_URL``), ``IHUB_SMTP_HOST`` + ``IHUB_SMTP_FROM`` + ``IHUB_SMTP_TO``
-    (+ ``IHUB_SMTP_PORT``, ``IHUB_SMTP_USERNAME``, ``IHUB_SMTP_PASSWORD``). Secrets stay ``EnvVar``s, so
-    their values never appear in the UI or the run config.
+    (+ ``IHUB_SMTP_PORT``, ``IHUB_SMTP_USERNAME``, ``IHUB_SMTP_PASSWORD``), ``IHUB_SMS_URL`` +
+    ``IHUB_SMS_API_KEY`` + ``IHUB_SMS_API_SECRET`` + ``IHUB_SMS_SENDER`` + ``IHUB_SMS_TO`` (comma-separated
+    mobile numbers). Secrets stay ``EnvVar``s, so their values never appear in the UI or the run config.
     """
     import dagster as dg
 
@@ -83,6 +84,19 @@ def notifier_channels() -> list:
                 to=[t.strip() for t in env["IHUB_SMTP_TO"].split(",") if t.strip()],
                 username=env.get("IHUB_SMTP_USERNAME"),
                 password=dg.EnvVar("IHUB_SMTP_PASSWORD") if env.get("IHUB_SMTP_PASSWORD") else None,
+            )
+        )
+    sms = ("IHUB_SMS_URL", "IHUB_SMS_API_KEY", "IHUB_SMS_API_SECRET", "IHUB_SMS_SENDER", "IHUB_SMS_TO")
+    if all(env.get(name) for name in sms):
+        channels.append(
+            NotifierChannel(
+                kind="sms",
+                name="sms",
+                url=env["IHUB_SMS_URL"],
+                username=dg.EnvVar("IHUB_SMS_API_KEY"),
+                password=dg.EnvVar("IHUB_SMS_API_SECRET"),
+                sender=env["IHUB_SMS_SENDER"],
+                to=[t.strip() for t in env["IHUB_SMS_TO"].split(",") if t.strip()],
             )
         )
     return channels

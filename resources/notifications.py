@@ -1,4 +1,5 @@
-"""Operator notifications: a generic JSON webhook, a LINE Messaging API–style push and SMTP email.
+"""Operator notifications: a generic JSON webhook, a LINE Messaging API–style push, SMTP email and SMS
+through a Thai bulk-SMS gateway (``resources.sms``: parts, numbers, the gateway's answer).
 
 A plain module (no Dagster): the edge collector sends with it directly, and ``resources.notifier.Notifier``
 is the thin Dagster resource around it. ``NotificationSender`` tries each configured channel on its
@@ -39,6 +40,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.retry import RetryPolicy
+from resources.sms import SENDER_PATTERN, mask_number, normalise_thai_mobile, parse_reply, sms_parts
 
 __all__ = [
     "SEVERITIES",
@@ -145,11 +147,14 @@ class ChannelSettings(BaseModel):
     - ``line``: ``token`` (channel access token), ``to`` (user/group ids), ``base_url``.
     - ``smtp``: ``host``, ``port``, ``from_addr``, ``to``, optional ``username``/``password``,
       ``starttls`` (upgrade a plain connection) or ``ssl`` (implicit TLS, usually port 465).
+    - ``sms``: ``url`` (the gateway's send endpoint), ``username``/``password`` (API key and secret, HTTP
+      basic auth), ``sender`` (the registered sender name), ``to`` (Thai mobile numbers).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a validation error would otherwise print the whole input, tokens and numbers too.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    kind: Literal["webhook", "line", "smtp"] = Field(description="webhook, line or smtp.")
+    kind: Literal["webhook", "line", "smtp", "sms"] = Field(description="webhook, line, smtp or sms.")
     name: str = Field(default="", description="Name in records and logs; defaults to the kind.")
     enabled: bool = Field(default=True, description="False keeps the channel configured but sends nothing to it.")
     min_severity: Severity = Field(default="info", description="Lower severities are not sent here.")
@@ -159,13 +164,19 @@ class ChannelSettings(BaseModel):
         default=None, repr=False, description="webhook: bearer token; line: channel access token. From the environment."
     )
     base_url: str = Field(default="https://api.line.me", description="line: API base URL.")
-    to: list[str] = Field(default_factory=list, description="line: user or group ids; smtp: recipient addresses.")
+    to: list[str] = Field(
+        default_factory=list,
+        description="line: user or group ids; smtp: recipient addresses; sms: mobile numbers.",
+    )
+    sender: str | None = Field(default=None, description="sms: the sender name registered with the gateway.")
     host: str | None = Field(default=None, description="smtp: server host.")
     port: int = Field(default=587, description="smtp: server port.")
     starttls: bool = Field(default=True, description="smtp: upgrade the connection with STARTTLS.")
     ssl: bool = Field(default=False, description="smtp: connect with implicit TLS (SMTPS); starttls is then ignored.")
-    username: str | None = Field(default=None, description="smtp: login user.")
-    password: str | None = Field(default=None, repr=False, description="smtp: login password. From the environment.")
+    username: str | None = Field(default=None, repr=False, description="smtp: login user; sms: API key.")
+    password: str | None = Field(
+        default=None, repr=False, description="smtp: login password; sms: API secret. From the environment."
+    )
     from_addr: str | None = Field(default=None, description="smtp: sender address.")
     verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate.")
 
@@ -178,10 +189,25 @@ class ChannelSettings(BaseModel):
             "webhook": ("url",),
             "line": ("token", "to"),
             "smtp": ("host", "from_addr", "to"),
+            "sms": ("url", "username", "password", "sender", "to"),
         }[self.kind]
         for name in required:
-            if not getattr(self, name):
+            value = getattr(self, name)
+            # A dg.EnvVar (a str subclass) must not be read here: it resolves when the resource starts.
+            if value is None or (type(value) in (str, list) and not value):
                 raise ValueError(f"{name}: required for a {label}")
+        if self.kind == "sms":
+            if not SENDER_PATTERN.match(str(self.sender)):
+                raise ValueError(
+                    f"sender: {self.sender!r} is not a sender name a gateway registers (up to 11 letters, digits "
+                    f"or spaces, starting with a letter) for a {label}"
+                )
+            # Checked here, normalised when sent: the Dagster config form of these settings is frozen.
+            for position, number in enumerate(self.to):
+                try:
+                    normalise_thai_mobile(number)
+                except ValueError as exc:
+                    raise ValueError(f"to[{position}]: {exc} for a {label}") from None
         for name in ("url", "base_url"):
             value = getattr(self, name)
             if value and not str(value).startswith(("http://", "https://")):
@@ -197,12 +223,18 @@ class ChannelSettings(BaseModel):
         target = _scrub(self.url or "", self.secrets()) if self.kind == "webhook" else self.base_url
         if self.kind == "smtp":
             target = f"{self.host}:{self.port}"
-        return f"{type(self).__name__}(kind={self.kind!r}, name={self.label!r}, target={target!r}, to={self.to!r})"
+        if self.kind == "sms":
+            target = _scrub(self.url or "", self.secrets())
+        to = [mask_number(number) for number in self.to] if self.kind == "sms" else self.to
+        return f"{type(self).__name__}(kind={self.kind!r}, name={self.label!r}, target={target!r}, to={to!r})"
 
     __str__ = __repr__
 
     def secrets(self) -> list[str]:
-        return [str(value) for value in (self.token, self.password) if value]
+        # An SMS gateway's API key is half of its credentials; an SMTP user name is not a secret.
+        values = (self.token, self.password, self.username if self.kind == "sms" else None)
+        # An unresolved dg.EnvVar holds only a variable's name, and refuses to be read as a value.
+        return [value for value in values if type(value) is str and value]
 
 
 @dataclass
@@ -293,7 +325,10 @@ class NotificationSender:
     ) -> ChannelOutcome:
         if not channel.enabled or _RANK[notification.severity] < _RANK[channel.min_severity]:
             return ChannelOutcome(channel.label, channel.kind, ok=True, attempts=0, skipped=True)
-        pending = list(channel.to)
+        # What is still to send: LINE recipients, or SMS parts (a retry resends only the parts not yet accepted).
+        pending = (
+            [str(i) for i in range(len(sms_parts(notification.text())))] if channel.kind == "sms" else list(channel.to)
+        )
         started = time.perf_counter()
         attempts = 0
         result = _Attempt(ok=False)
@@ -330,6 +365,8 @@ class NotificationSender:
     ) -> _Attempt:
         if channel.kind == "smtp":
             return await asyncio.to_thread(_smtp_attempt, channel, notification)
+        if channel.kind == "sms":
+            return await _sms_attempt_async(client, channel, notification, pending)
 
         def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Awaitable[httpx.Response]:
             return client.post(url, json=body, headers=headers, timeout=channel.timeout_s)
@@ -456,6 +493,48 @@ async def _http_attempt_async(
         if result.ok and recipient is not None:
             pending.remove(recipient)
         results.append(result)
+    return _merge(results)
+
+
+async def _sms_attempt_async(
+    client: httpx.AsyncClient, channel: ChannelSettings, notification: Notification, pending: list[str]
+) -> _Attempt:
+    """Send the parts still pending, in order, each to every number; a part the gateway took is done."""
+    parts = sms_parts(notification.text())
+    numbers = ",".join(normalise_thai_mobile(number) for number in channel.to)
+    url = str(channel.url)
+    results = []
+    for key in list(pending):
+        form = {"msisdn": numbers, "message": parts[int(key)], "sender": str(channel.sender)}
+        try:
+            response = await client.post(
+                url, data=form, auth=(str(channel.username), str(channel.password)), timeout=channel.timeout_s
+            )
+        except httpx.HTTPError as error:
+            results.append(_transport_error(error, url))
+            break  # later parts must not arrive before this one
+        result = _judge(response)
+        if result.ok:
+            try:
+                reply = parse_reply(response.json())
+            except ValueError as error:
+                result = _Attempt(
+                    ok=False, status=response.status_code, error=f"SMS gateway {_where(response.request.url)}: {error}"
+                )
+            else:
+                # Accepted for some numbers is sent: resending would give those phones the part twice.
+                pending.remove(key)
+                if reply.refused:
+                    masked = ", ".join(mask_number(n) for n in reply.refused)
+                    result = _Attempt(
+                        ok=False,
+                        status=response.status_code,
+                        error=f"SMS gateway refused {len(reply.refused)} number(s) for part {int(key) + 1}: {masked}",
+                        retryable=False,
+                    )
+        results.append(result)
+        if not result.ok and result.retryable:
+            break
     return _merge(results)
 
 

@@ -114,7 +114,7 @@ def test_every_problem_is_reported_with_its_line_and_field(tmp_path):
         f"{path}:6: health.port: input should be less than or equal to 65535, got 99999",
         f"{path}:7: health.colour: unknown field",
         f"{path}:10: notifier.channels[0]: url: required for a webhook channel 'ops'",
-        f"{path}:12: notifier.channels[1].kind: expected one of webhook, line, smtp, got 'pager'",
+        f"{path}:12: notifier.channels[1].kind: expected one of webhook, line, smtp, sms, got 'pager'",
         f"{path}:13: telemetry: unknown section; expected one of spool, alerts, notifier, health, modbus, opcua, mqtt",
     ]
 
