@@ -441,13 +441,16 @@ def convert_prices(
     it, at most FX_MAX_AGE_DAYS old."""
     usd = (
         rates.filter(pl.col("base") == "USD")
-        .select(pl.col("quote").alias("currency"), "rate_date", "rate", "base")
+        .select(pl.col("quote").alias("currency"), "rate_date", "rate")
         .sort("rate_date")
     )
     joined = (
         prices.with_row_index("row_number")
         .sort("price_date")
-        .join_asof(usd, left_on="price_date", right_on="rate_date", by="currency", strategy="backward")
+        # Both sides are sorted by date just above; polars cannot verify that within the currency groups.
+        .join_asof(
+            usd, left_on="price_date", right_on="rate_date", by="currency", strategy="backward", check_sortedness=False
+        )
         .sort("row_number")
     )
     good: list[dict[str, Any]] = []

@@ -28,8 +28,8 @@ become text), ``duplicates`` and ``out_of_order``, and this source's own bad dat
 
 - ``overlapping_tariff``: the tariff list gains a revision whose validity overlaps the current version's,
   as a publisher correcting a tariff without closing the old one would send;
-- ``fx_outlier``: the first exchange rate of the answer is 100 times too large (a rate quoted per 100
-  units slipped into a per-unit feed);
+- ``fx_outlier``: the first exchange rate of the answer (or of the ``quote`` currency given) is 100 times
+  too large (a rate quoted per 100 units slipped into a per-unit feed);
 - ``negative_price``: the first row's prices (diesel and Brent, or a cement bag) are sent negative.
 """
 
@@ -412,7 +412,7 @@ class MarketsSimulator:
                 response = JSONResponse({"error": "bad_request", "detail": str(exc)}, 400)
             else:
                 if fault is not None:
-                    body = {name: _bad_rows(rows, fault.kind) for name, rows in body.items()}
+                    body = {name: _bad_rows(rows, fault) for name, rows in body.items()}
                 content = mangle_body(json.dumps(body, separators=(",", ":")).encode(), fault)
                 response = Response(content, media_type="application/json")
         self.requests.record(path, response.status_code)
@@ -471,12 +471,16 @@ def _date_range(request: Request) -> tuple[date, date]:
     return start, end
 
 
-def _bad_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+def _bad_rows(rows: list[dict[str, Any]], fault: Fault) -> list[dict[str, Any]]:
     """The rows as a row fault or one of this source's bad-data faults sends them."""
+    kind = fault.kind
     if kind == "fx_outlier":
         rows = [dict(r) for r in rows]
-        if rows and isinstance(rows[0].get("rate"), float | int):
-            rows[0]["rate"] = round(rows[0]["rate"] * 100, 4)
+        # The first rate of the answer, or the first one to the quote currency the fault names.
+        quote = fault.params.get("quote")
+        target = next((r for r in rows if quote in (None, r.get("quote")) and isinstance(r.get("rate"), float)), None)
+        if target is not None:
+            target["rate"] = round(target["rate"] * 100, 4)
         return rows
     if kind == "negative_price":
         rows = [dict(r) for r in rows]
