@@ -55,13 +55,15 @@ def resources(server, lake):
     return {"markets": client, "lake": lake, "freight_model": FreightModelResource()}
 
 
-def run(assets, resources, instance, first: str, last: str | None = None, raise_on_error=True):
-    """Materialize ``assets`` (and their checks) for one partition or, as one run, a range of them."""
+def run(assets, resources, instance, first: str, last: str | None = None, raise_on_error=True, checks=True):
+    """Materialize ``assets`` (with their checks unless ``checks=False``) for one partition or, as one run,
+    a range of them."""
     last = last or first
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    selection = dg.AssetSelection.assets(*assets)
     return dg.materialize(
         [*ASSETS, *CHECKS],
-        selection=dg.AssetSelection.assets(*assets),
+        selection=selection if checks else selection.without_checks(),
         partition_key=first if first == last else None,
         tags={} if first == last else tags,
         resources=resources,
@@ -115,13 +117,13 @@ def test_fuel_prices_land_one_row_per_week(resources, instance, lake, sim):
 
 
 def test_a_negative_diesel_price_fails_the_blocking_check_and_is_never_costed(resources, instance, lake, sim):
-    run([markets.exchange_rates], resources, instance, "2026-02-23", "2026-03-01")
+    run([markets.exchange_rates], resources, instance, "2026-02-23", "2026-03-01", checks=False)
     sim.inject("negative_price", "/api/v1/fuel-prices")
     result = run([markets.fuel_prices], resources, instance, "2026-03-02", raise_on_error=False)
     assert checks_of(result)["fuel_prices:prices_plausible"] is False
     diesel = lake.read(FUEL_PRICES)["diesel_usd_per_l"].item()
     assert diesel < 0  # kept as sent, flagged
-    costed = run([markets.road_freight_costs], resources, instance, "2026-03-02")
+    costed = run([markets.road_freight_costs], resources, instance, "2026-03-02", checks=False)
     assert lake.read(ROAD_FREIGHT_COSTS).height == 0
     reject = lake.read(rejects_table(ROAD_FREIGHT_COSTS)).row(0, named=True)
     assert reject["field"] == "diesel_usd_per_l"
@@ -186,7 +188,7 @@ def test_an_fx_outlier_fails_the_blocking_check_and_its_prices_are_rejected(reso
     assert outlier == pytest.approx(inr_rate(sim, date(2026, 3, 2)) * 100)
 
     # Run on its own later, the conversion still refuses the rate, row by row, with the reason.
-    alone = run([markets.cement_market_prices], resources, instance, "2026-03-02")
+    alone = run([markets.cement_market_prices], resources, instance, "2026-03-02", checks=False)
     assert lake.read(CEMENT_MARKET_PRICES).height == 0
     rejects = lake.read(rejects_table(CEMENT_MARKET_PRICES))
     assert rejects.height == len(CITIES) * 2
@@ -207,7 +209,7 @@ def test_an_fx_outlier_fails_the_blocking_check_and_its_prices_are_rejected(reso
 
 
 def test_prices_without_a_recent_rate_are_rejected_with_the_fix(resources, instance, lake, sim):
-    result = run([markets.cement_prices, markets.cement_market_prices], resources, instance, "2026-03-04")
+    result = run([markets.cement_prices, markets.cement_market_prices], resources, instance, "2026-03-04", checks=False)
     meta = metadata_of(result, "cement_market_prices")
     assert (meta["rows_received"], meta["rows_written"], meta["rows_rejected"]) == (20, 0, 20)
     assert lake.read(rejects_table(CEMENT_MARKET_PRICES))["reason"][0] == (
@@ -218,7 +220,7 @@ def test_prices_without_a_recent_rate_are_rejected_with_the_fix(resources, insta
 def test_wrong_types_and_duplicates_become_rejects_with_their_field(resources, instance, lake, sim):
     sim.inject("wrong_types", "/api/v1/cement-prices")
     sim.inject("duplicates", "/api/v1/fx-rates")
-    result = run([markets.exchange_rates, markets.cement_prices], resources, instance, "2026-03-02")
+    result = run([markets.exchange_rates, markets.cement_prices], resources, instance, "2026-03-02", checks=False)
     cement = metadata_of(result, "cement_prices")
     assert (cement["rows_received"], cement["rows_written"], cement["rows_rejected"]) == (20, 19, 1)
     reject = lake.read(rejects_table(CEMENT_PRICES)).row(0, named=True)
@@ -240,8 +242,8 @@ def expected_freight(model, diesel_usd_per_l: float, usd_inr: float) -> float:
 
 
 def test_freight_cost_follows_the_diesel_price_by_the_model(resources, instance, lake, sim, tmp_path):
-    run([markets.exchange_rates], resources, instance, "2026-02-20", "2026-03-08")
-    run([markets.fuel_prices], resources, instance, "2026-02-23", "2026-03-02")
+    run([markets.exchange_rates], resources, instance, "2026-02-20", "2026-03-08", checks=False)
+    run([markets.fuel_prices], resources, instance, "2026-02-23", "2026-03-02", checks=False)
     result = run([markets.road_freight_costs], resources, instance, "2026-02-23", "2026-03-02")
     assert all(checks_of(result).values()), checks_of(result)
     costs = lake.read(ROAD_FREIGHT_COSTS)
@@ -279,7 +281,7 @@ def test_freight_cost_follows_the_diesel_price_by_the_model(resources, instance,
         .replace("name: bulker-25t-v1", "name: tipper-20t")
     )
     other = {**resources, "freight_model": FreightModelResource(path=str(thirsty))}
-    run([markets.road_freight_costs], other, instance, "2026-03-02")
+    run([markets.road_freight_costs], other, instance, "2026-03-02", checks=False)
     row = lake.read(ROAD_FREIGHT_COSTS).filter(pl.col("week_start") == date(2026, 3, 2)).row(0, named=True)
     model = FreightModelResource(path=str(thirsty)).model()
     assert (row["model"], row["payload_t"], row["fuel_l_per_km"]) == ("tipper-20t", 20.0, 0.5)
@@ -289,8 +291,8 @@ def test_freight_cost_follows_the_diesel_price_by_the_model(resources, instance,
 
 
 def test_a_week_without_its_inputs_is_rejected_naming_what_to_run(resources, instance, lake, sim):
-    run([markets.fuel_prices], resources, instance, "2026-03-02")
-    result = run([markets.road_freight_costs], resources, instance, "2026-03-02", "2026-03-09")
+    run([markets.fuel_prices], resources, instance, "2026-03-02", checks=False)
+    result = run([markets.road_freight_costs], resources, instance, "2026-03-02", "2026-03-09", checks=False)
     meta = metadata_of(result, "road_freight_costs")
     assert (meta["rows_received"], meta["rows_written"], meta["rows_rejected"]) == (2, 0, 2)
     reasons = lake.read(rejects_table(ROAD_FREIGHT_COSTS)).sort("partition_start")["reason"].to_list()
