@@ -197,15 +197,21 @@ FUEL_RULES = (
 EXCHANGE_RATE_RULES = (
     _keys("rate_date", "base", "quote", "rate"),
     _compound_unique("rate_date", "base", "quote"),
-    Rule(
-        name="rates_plausible",
-        description="Each rate lies in its pair's band: "
-        + ", ".join(f"{b}/{q} {lo:g}–{hi:g}" for (b, q), (lo, hi) in FX_BANDS.items())
-        + " (a rate 100 times too large is a unit slip that would mislead every converted price).",
-        expectations=lambda gxe, _: [
-            _between("rate", band, row_condition=f'base=="{base}" and quote=="{quote}"', condition_parser="pandas")(gxe)
-            for (base, quote), band in FX_BANDS.items()
-        ],
+    # One rule per pair, so the UI says which pair is off and each reports its own unexpected count.
+    *(
+        Rule(
+            name=f"{base.lower()}_{quote.lower()}_plausible",
+            description=(
+                f"Every {base}/{quote} rate lies within {low:g}–{high:g} {quote} per {base}: a rate 100 times too "
+                "large is a unit slip that would mislead every price converted with it."
+            ),
+            expectations=lambda gxe, _, base=base, quote=quote, band=(low, high): [
+                _between("rate", band, row_condition=f'base=="{base}" and quote=="{quote}"', condition_parser="pandas")(
+                    gxe
+                )
+            ],
+        )
+        for (base, quote), (low, high) in FX_BANDS.items()
     ),
     Rule(
         name="known_pairs",

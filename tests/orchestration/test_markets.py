@@ -54,7 +54,8 @@ def test_the_new_tables_have_weekly_and_daily_jobs_with_their_checks_and_freshne
         assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert {
-        ("markets/exchange_rates", "rates_plausible"),
+        ("markets/exchange_rates", "usd_thb_plausible"),
+        ("markets/exchange_rates", "usd_inr_plausible"),
         ("markets/fuel_prices", "prices_plausible"),
         ("markets/cement_prices", "prices_positive"),
         ("markets/cement_market_prices", "converted_plausible"),
