@@ -21,12 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve a simulator of an external system on loopback until interrupted, printing where it listens "
             "and the environment variables that point the hub at it. dmama: the DMA management API; historian: "
-            "the SCADA historian; modbus: pump stations and machines on Modbus TCP; opcua: the pump station "
-            "on OPC UA; scada: the MQTT protocol gateway publishing 5 units. Options after the name go to "
-            "that simulator (try: ihub simulate modbus --help)."
+            "the SCADA historian; markets: tariffs, holidays, fuel, exchange rates and cement prices; modbus: pump "
+            "stations and machines on Modbus TCP; opcua: the pump station on OPC UA; scada: the MQTT protocol "
+            "gateway publishing 5 units; weather: the OWM-like and met-office providers. Options after the name "
+            "go to that simulator (try: ihub simulate modbus --help)."
         ),
     )
-    simulate.add_argument("source", choices=["dmama", "historian", "modbus", "opcua", "scada"])
+    simulate.add_argument("source", choices=["dmama", "historian", "markets", "modbus", "opcua", "scada", "weather"])
     simulate.add_argument("options", nargs=argparse.REMAINDER, help="options of that simulator")
 
     collect = commands.add_parser(
@@ -157,7 +158,14 @@ def _simulate(source: str, options: list[str]) -> int:
 
         main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
         return 0
-    module = {"historian": "historian", "modbus": "modbus", "opcua": "opcua", "scada": "scada_gateway"}[source]
+    module = {
+        "historian": "historian",
+        "markets": "markets",
+        "modbus": "modbus",
+        "opcua": "opcua",
+        "scada": "scada_gateway",
+        "weather": "weather",
+    }[source]
     import importlib
 
     importlib.import_module(f"simulators.{module}").main(options)

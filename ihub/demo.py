@@ -88,13 +88,27 @@ def _serve_markets(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[s
 
 
 def _markets_steps(now: datetime, options: DemoOptions) -> list[Step]:
-    from assets.markets import PRICE_DAYS_AHEAD, price_days
+    from assets.markets import PRICE_DAYS_AHEAD, days, price_days, weeks
 
     keys = price_days.get_partition_keys(current_time=now)
     today = keys[-1 - PRICE_DAYS_AHEAD]
+    # The last two fuel weeks (this one included), and the days from a week before the first of them, so
+    # each week's freight cost finds the USD/INR rate fixed last before it even across a long holiday.
+    week_keys = weeks.get_partition_keys(current_time=now)[-2:]
+    first_day = (datetime.fromisoformat(week_keys[0]) - timedelta(days=7)).date().isoformat()
+    last_day = days.get_partition_keys(current_time=now)[-1]
     return [
         Step("tariffs and public holidays", "markets_reference_job"),
         Step(f"energy price per 15-minute step, {today} … {keys[-1]}", "markets_price_steps_job", (today, keys[-1])),
+        Step(
+            f"fuel prices, weeks of {week_keys[0]} and {week_keys[1]}", "markets_fuel_job", (week_keys[0], week_keys[1])
+        ),
+        Step(
+            f"exchange rates and cement prices per city, {first_day} … {last_day}, converted to USD per tonne",
+            "markets_daily_prices_job",
+            (first_day, last_day),
+        ),
+        Step("road freight cost per tonne-km, the same two weeks", "markets_freight_job", (week_keys[0], week_keys[1])),
     ]
 
 

@@ -14,13 +14,26 @@ hour), so two issues of the same valid hour differ, as real forecasts do. OWM's 
 plus a small provider bias, so the two providers disagree a little, and for flagged hours by several °C.
 
 The OWM side needs a notion of "now": ``WeatherSimulator.now`` (real time unless set).
+
+Faults come from the shared fault book (``simulators/faults.py``; ``inject()`` or ``POST /_sim/faults``),
+on either provider's paths: ``status`` (429 with ``retry_after``, any 5xx), ``rate_limited`` (a share of
+requests refused with 429 + Retry-After), ``slow``, ``truncated`` and ``malformed`` bodies, and the row
+faults on the forecast items and the met rows: ``wrong_types`` (the first item's time and numbers become
+text), ``duplicates`` (the first item twice), ``out_of_order`` (items reversed). Beside the -999 hours the
+met feed always has, two faults of this source's own:
+
+- ``sentinel_burst``: every row of the met answer is -999 (a station outage);
+- ``unit_slip``: the met answer's temperatures are sent in Kelvin under ``air_temp_c`` (a feed
+  misconfigured upstream), values ~300 that only a range check can catch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,13 +41,39 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulators.dmama import _normal, _uniform
+from simulators.faults import (
+    Fault,
+    FaultBook,
+    RequestStats,
+    delay,
+    faults_endpoint,
+    mangle_body,
+    row_fault,
+    status_response,
+)
 from simulators.http_server import SimulatorServer, serve_simulator
 
-__all__ = ["SENTINEL", "WeatherConfig", "WeatherSimulator", "credentials_env", "serve_weather"]
+__all__ = [
+    "CURRENT_PATH",
+    "FORECAST_PATH",
+    "MET_PATH",
+    "OWN_FAULTS",
+    "SENTINEL",
+    "WeatherConfig",
+    "WeatherSimulator",
+    "credentials_env",
+    "main",
+    "serve_weather",
+]
+
+CURRENT_PATH = "/data/2.5/weather"
+FORECAST_PATH = "/data/2.5/forecast/hourly"
+MET_PATH = "/met/v1/hourly"
+OWN_FAULTS = frozenset({"sentinel_burst", "unit_slip"})
 
 SENTINEL = -999
 KELVIN = 273.15
@@ -89,32 +128,40 @@ class WeatherSimulator:
     def __init__(self, config: WeatherConfig | None = None) -> None:
         self.config = config or WeatherConfig()
         self.now: datetime | None = None  # None: real time
+        self.faults = FaultBook(OWN_FAULTS)
+        self.requests = RequestStats()
         self._lock = threading.Lock()
-        self._throttle = 0
-        self._throttle_after_s = 1
         self._window: tuple[int, int] = (0, 0)  # (minute, calls in it)
-        self.stats: dict[str, int] = {}
         self.app = Starlette(
             routes=[
-                Route("/data/2.5/weather", self._current),
-                Route("/data/2.5/forecast/hourly", self._forecast),
-                Route("/met/v1/hourly", self._history),
+                Route(CURRENT_PATH, self._current),
+                Route(FORECAST_PATH, self._forecast),
+                Route(MET_PATH, self._history),
+                Route("/_sim/faults", faults_endpoint(self.faults), methods=["GET", "POST", "DELETE"]),
             ]
         )
 
     # ------------------------------------------------------------------ control (tests)
 
-    def throttle(self, times: int, retry_after_s: int = 1) -> None:
-        """Answer the next `times` OWM calls with 429 and ``Retry-After: retry_after_s``."""
-        with self._lock:
-            self._throttle, self._throttle_after_s = times, retry_after_s
+    def inject(self, kind: str, path: str = "*", count: int = 1, **params: Any) -> None:
+        """Arm a fault for the next ``count`` requests whose path matches the fnmatch glob ``path``."""
+        self.faults.inject(kind, path, count, **params)
+
+    @property
+    def stats(self) -> dict[tuple[str, int], int]:
+        """Requests served, by (path, HTTP status)."""
+        return self.requests.snapshot()
+
+    def requests_to(self, path: str, status: int | None = None) -> int:
+        """Requests served for one path, with one status or whatever their status."""
+        return sum(n for (p, s), n in self.stats.items() if p == path and status in (None, s))
 
     def reset(self) -> None:
+        """No armed faults, no request counts, real time, a fresh per-minute quota."""
+        self.faults.clear()
+        self.requests.reset()
         with self._lock:
-            self._throttle, self._window, self.stats, self.now = 0, (0, 0), {}, None
-
-    def _count(self, name: str) -> None:
-        self.stats[name] = self.stats.get(name, 0) + 1
+            self._window, self.now = (0, 0), None
 
     # ------------------------------------------------------------------ the truth, in °C
 
@@ -203,18 +250,11 @@ class WeatherSimulator:
                 401, {"cod": 401, "message": f"Invalid API key {key!r}. See https://openweathermap.org/faq#error401"}
             )
         with self._lock:
-            if self._throttle > 0:
-                self._throttle -= 1
-                self._count("429")
-                raise _Refused(
-                    429, {"cod": 429, "message": "rate limited"}, {"Retry-After": str(self._throttle_after_s)}
-                )
             minute = int(datetime.now(UTC).timestamp()) // 60
             start, calls = self._window
             calls = calls + 1 if start == minute else 1
             self._window = (minute, calls)
             if calls > self.config.calls_per_minute:
-                self._count("429")
                 raise _Refused(
                     429,
                     {"cod": 429, "message": "rate limited"},
@@ -222,53 +262,92 @@ class WeatherSimulator:
                 )
         return _lat_lon(request)
 
-    async def _current(self, request: Request) -> JSONResponse:
-        try:
-            lat, lon = self._owm_gate(request)
-        except _Refused as refused:
-            return JSONResponse(refused.body, refused.status, headers=refused.headers)
-        self._count("current")
-        hour = self.current_hour()
-        body = {
-            "coord": {"lat": lat, "lon": lon},
-            **self._owm_item(hour, self.owm_current_c(lat, lon, hour)),
-            "cod": 200,
-        }
-        return JSONResponse(body)
+    async def _answer(self, request: Request, produce: Callable[[Request, Fault | None], Any]) -> Response:
+        """One answer: the armed fault (if any) taken, waited, refused or applied to the body."""
+        path = request.url.path
+        fault = self.faults.take(path)
+        await delay(fault)
+        if fault is not None and fault.kind == "status":
+            response: Response = status_response(fault)
+        else:
+            try:
+                body = produce(request, fault)
+            except _Refused as refused:
+                response = JSONResponse(refused.body, refused.status, headers=refused.headers)
+            else:
+                content = mangle_body(json.dumps(body, separators=(",", ":")).encode(), fault)
+                response = Response(content, media_type="application/json")
+        self.requests.record(path, response.status_code)
+        return response
 
-    async def _forecast(self, request: Request) -> JSONResponse:
-        try:
-            lat, lon = self._owm_gate(request)
-            cnt = int(request.query_params.get("cnt", MAX_FORECAST_HOURS))
+    async def _current(self, request: Request) -> Response:
+        def produce(req: Request, _: Fault | None) -> dict[str, Any]:
+            lat, lon = self._owm_gate(req)
+            hour = self.current_hour()
+            return {
+                "coord": {"lat": lat, "lon": lon},
+                **self._owm_item(hour, self.owm_current_c(lat, lon, hour)),
+                "cod": 200,
+            }
+
+        return await self._answer(request, produce)
+
+    async def _forecast(self, request: Request) -> Response:
+        def produce(req: Request, fault: Fault | None) -> dict[str, Any]:
+            lat, lon = self._owm_gate(req)
+            try:
+                cnt = int(req.query_params.get("cnt", MAX_FORECAST_HOURS))
+            except ValueError:
+                raise _Refused(400, {"cod": "400", "message": "cnt must be an integer"}) from None
             if not 1 <= cnt <= MAX_FORECAST_HOURS:
                 raise _Refused(400, {"cod": "400", "message": f"cnt must be 1-{MAX_FORECAST_HOURS}"})
-        except ValueError:
-            return JSONResponse({"cod": "400", "message": "cnt must be an integer"}, 400)
-        except _Refused as refused:
-            return JSONResponse(refused.body, refused.status, headers=refused.headers)
-        self._count("forecast")
-        issued = self.current_hour()
-        items = [
-            self._owm_item(v, self.owm_forecast_c(lat, lon, issued, v)) for v in range(issued + 1, issued + 1 + cnt)
-        ]
-        # OWM's hourly forecast starts at the hour after the current one; the current is the issue time.
-        return JSONResponse({"cod": "200", "cnt": cnt, "list": items, "city": {"coord": {"lat": lat, "lon": lon}}})
+            issued = self.current_hour()
+            # OWM's hourly forecast starts at the hour after the current one; the current is the issue time.
+            items = [
+                self._owm_item(v, self.owm_forecast_c(lat, lon, issued, v)) for v in range(issued + 1, issued + 1 + cnt)
+            ]
+            if fault is not None:
+                items = row_fault(items, fault.kind, _owm_wrong_value)
+            return {"cod": "200", "cnt": cnt, "list": items, "city": {"coord": {"lat": lat, "lon": lon}}}
 
-    async def _history(self, request: Request) -> JSONResponse:
-        try:
-            lat, lon = _lat_lon(request)
-            start = _hour_of(datetime.fromisoformat(request.query_params["from"]))
-            end = _hour_of(datetime.fromisoformat(request.query_params["to"]))
-        except (KeyError, ValueError) as exc:
-            return JSONResponse({"error": f"lat, lon, from and to (ISO 8601 UTC) are required: {exc}"}, 400)
-        except _Refused as refused:
-            return JSONResponse(refused.body, refused.status)
-        if end - start > 31 * 24 or end < start:
-            return JSONResponse({"error": "from..to must span 0-31 days"}, 400)
-        self._count("history")
-        # The hour in progress (and the future) has not been observed yet.
-        rows = [self.met_observation(lat, lon, h) for h in range(start, min(end, self.current_hour()))]
-        return JSONResponse({"location": {"lat": lat, "lon": lon}, "units": "metric", "observations": rows})
+        return await self._answer(request, produce)
+
+    async def _history(self, request: Request) -> Response:
+        def produce(req: Request, fault: Fault | None) -> dict[str, Any]:
+            try:
+                lat, lon = _lat_lon(req)
+                start = _hour_of(datetime.fromisoformat(req.query_params["from"]))
+                end = _hour_of(datetime.fromisoformat(req.query_params["to"]))
+            except (KeyError, ValueError) as exc:
+                raise _Refused(400, {"error": f"lat, lon, from and to (ISO 8601 UTC) are required: {exc}"}) from None
+            if end - start > 31 * 24 or end < start:
+                raise _Refused(400, {"error": "from..to must span 0-31 days"})
+            # The hour in progress (and the future) has not been observed yet.
+            rows = [self.met_observation(lat, lon, h) for h in range(start, min(end, self.current_hour()))]
+            if fault is not None:
+                rows = _met_fault(rows, fault.kind)
+            return {"location": {"lat": lat, "lon": lon}, "units": "metric", "observations": rows}
+
+        return await self._answer(request, produce)
+
+
+def _owm_wrong_value(name: str, value: Any) -> Any:
+    """wrong_types on an OWM item: its nested temperature becomes text too (``dt`` does by default)."""
+    if name == "main" and isinstance(value, dict):
+        return {**value, "temp": "n/a"}
+    return None
+
+
+def _met_fault(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    measures = ("air_temp_c", "rh_pct", "rain_mm", "wind_ms")
+    if kind == "sentinel_burst":
+        return [{**row, **dict.fromkeys(measures, SENTINEL)} for row in rows]
+    if kind == "unit_slip":
+        return [
+            {**row, "air_temp_c": round(row["air_temp_c"] + KELVIN, 2)} if row["air_temp_c"] != SENTINEL else row
+            for row in rows
+        ]
+    return row_fault(rows, kind, lambda name, _: "yesterday" if name == "obs_time" else None)
 
 
 def _lat_lon(request: Request) -> tuple[float, float]:
@@ -291,3 +370,26 @@ def serve_weather(
 def credentials_env(url: str, config: WeatherConfig) -> dict[str, str]:
     """Environment variables that point the client at a simulator at `url` (both providers on one app)."""
     return {"WEATHER_OWM_BASE_URL": url, "WEATHER_OWM_API_KEY": config.api_key, "WEATHER_MET_BASE_URL": url}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``ihub simulate weather``: serve both weather providers in the foreground until interrupted."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="ihub simulate weather", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8704)
+    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated weather")
+    parser.add_argument("--calls-per-minute", type=int, default=600, help="OWM's per-key limit; above it: 429")
+    args = parser.parse_args(argv)
+    config = WeatherConfig(seed=args.seed, calls_per_minute=args.calls_per_minute)
+    url = f"http://{args.host}:{args.port}"
+    exports = " ".join(f"{k}={v}" for k, v in credentials_env(url, config).items())
+    print(f"weather providers (OWM-like and met office) on {url}  {exports}", flush=True)
+    uvicorn.run(WeatherSimulator(config).app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

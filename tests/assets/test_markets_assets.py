@@ -15,7 +15,7 @@ from quality.markets import markets_checks
 from resources.markets import MarketsClient
 from simulators.markets import MarketsConfig, serve_markets
 
-CHECKS = markets_checks(markets.price_days)
+CHECKS = markets_checks(markets.price_days, markets.days, markets.weeks)
 OLD, NEW, BAD = "PEA-TOU-4.2-2025-09", "PEA-TOU-4.2-2026-05", "PEA-TOU-4.2-2026-06"
 
 

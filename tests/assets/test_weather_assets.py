@@ -19,7 +19,7 @@ from quality.conform import rejects_table
 from quality.weather import weather_checks
 from resources.lake import Lake
 from resources.weather import WeatherClient
-from simulators.weather import KELVIN, SENTINEL, WeatherConfig, serve_weather
+from simulators.weather import CURRENT_PATH, FORECAST_PATH, KELVIN, SENTINEL, WeatherConfig, serve_weather
 from tests.conftest import dmama_client
 
 CHECKS = weather_checks(hourly)
@@ -218,11 +218,12 @@ def test_provider_disagreement_is_reported_not_averaged(weather_server, wsim, lo
 def test_rate_limited_calls_are_retried_after_retry_after(weather_server, wsim, locations, lake, instance):
     issue = DAY + timedelta(hours=14)
     wsim.now = issue + timedelta(minutes=5)
-    wsim.throttle(times=2, retry_after_s=1)
+    wsim.inject("status", "/data/2.5/*", count=2, status=429, retry_after=1)
     began = time.monotonic()
     result = run(weather.forecasts, weather_server, lake, instance, issue, checks=False)
     assert result.success
     assert time.monotonic() - began >= 1.0  # Retry-After was waited out, not ignored
-    assert wsim.stats["429"] == 2
-    assert wsim.stats["current"] == len(locations) and wsim.stats["forecast"] == len(locations)
+    assert sum(n for (_, status), n in wsim.stats.items() if status == 429) == 2
+    assert wsim.requests_to(CURRENT_PATH, 200) == len(locations)
+    assert wsim.requests_to(FORECAST_PATH, 200) == len(locations)
     assert lake.read(FORECASTS).height == len(locations) * 169

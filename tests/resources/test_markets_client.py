@@ -1,13 +1,16 @@
-"""The markets client against the simulator: rows as sent, retries, rate limits, secrets kept."""
+"""The markets client against the simulator: rows as sent, ranges in pieces, retries, rate limits, secrets
+kept; and the freight model's validated YAML."""
 
 from __future__ import annotations
 
 import time
+from datetime import date
 
 import pytest
 
 from resources.http import SourceError
-from resources.markets import MarketsClient
+from resources.markets import SHIPPED_FREIGHT_MODEL, FreightModelResource, MarketsClient, load_freight_model
+from resources.yaml_files import ConfigError
 from simulators.markets import MarketsConfig, serve_markets
 
 
@@ -76,3 +79,42 @@ def test_a_slow_answer_times_out_and_is_retried(markets, sim):
     assert client(markets, timeout_s=0.3).holidays(2026) == sim.holidays(2026)
     time.sleep(1.0)  # the abandoned first request is counted when the server finishes it
     assert sim.requests_to("/api/v1/holidays") == 2
+
+
+def test_prices_and_rates_as_sent(markets, sim):
+    c = client(markets)
+    start, end = date(2026, 3, 2), date(2026, 3, 9)
+    assert c.fuel_prices(start, end) == sim.fuel_prices(start, end) != []
+    assert c.exchange_rates(start, end) == sim.fx_rates(start, end) != []
+    assert c.cement_prices(start, end) == sim.cement_prices(start, end)
+    assert len(c.cement_prices(start, end)) == 7 * 20
+
+
+def test_a_long_range_is_asked_for_in_pieces_the_api_accepts(markets, sim):
+    start, end = date(2026, 1, 1), date(2026, 7, 1)  # 181 days; the API answers at most 92 of cement prices
+    rows = client(markets).cement_prices(start, end)
+    assert rows == sim.cement_prices(start, end)
+    assert sim.requests_to("/api/v1/cement-prices") == 2
+
+
+def test_a_rate_limited_backfill_waits_and_gets_everything(markets, sim):
+    sim.inject("rate_limited", "/api/v1/fx-rates", count=4, share=0.5, retry_after=0)
+    c = client(markets)
+    start = date(2025, 1, 1)
+    rows = c.exchange_rates(start, date(2026, 6, 1))  # 516 days: two requests, each refused once
+    assert rows == sim.fx_rates(start, date(2026, 6, 1))
+    assert c.rate_limit_waits == 2
+    assert sim.stats == {("/api/v1/fx-rates", 429): 2, ("/api/v1/fx-rates", 200): 2}
+
+
+def test_the_freight_model_file_is_validated_with_the_line(tmp_path):
+    model = load_freight_model()
+    assert (model.payload_t, model.fuel_l_per_km, model.fixed.total_inr_per_km) == (25.0, 0.35, 24.0)
+    broken = tmp_path / "freight.yaml"
+    text = SHIPPED_FREIGHT_MODEL.read_text().replace("payload_t: 25", "payload_t: -25")
+    broken.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        FreightModelResource(path=str(broken)).model()
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "payload_t:" in row)
+    assert f"freight.yaml:{line}: road_truck.payload_t: " in str(error.value)
+    assert "greater than 0" in str(error.value)

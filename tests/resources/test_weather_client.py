@@ -8,7 +8,7 @@ import pytest
 
 from resources.http import SourceError
 from resources.weather import WeatherClient
-from simulators.weather import WeatherConfig, serve_weather
+from simulators.weather import MET_PATH, WeatherConfig, serve_weather
 
 
 @pytest.fixture(scope="module")
@@ -46,5 +46,5 @@ def test_a_long_history_is_asked_for_in_31_day_pieces(weather_server):
     rows = client.met_observations(13.75, 100.5, start, start + timedelta(days=40))
     assert len(rows) == 40 * 24
     assert rows[0]["obs_time"] == "2026-03-01T00:00:00Z" and rows[-1]["obs_time"] == "2026-04-09T23:00:00Z"
-    assert sim.stats["history"] == 2
+    assert sim.requests_to(MET_PATH) == 2
     sim.reset()
