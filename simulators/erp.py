@@ -528,7 +528,10 @@ class ErpSimulator:
         size = self.config.page_size
         served_offset = offset
         next_offset: int | None = offset + size if offset + size < len(selected) else None
-        if fault is not None and fault.kind == "repeated_page" and offset > 0:
+        if fault is not None and fault.kind == "repeated_page" and offset == 0:
+            # The first page has no page before it to repeat: the fault waits for the next request.
+            self.faults.inject("repeated_page", fault.path, 1, **fault.params)
+        elif fault is not None and fault.kind == "repeated_page":
             if fault.params.get("mode") == "loop":
                 next_offset = offset  # __next points back at the page just served
             else:
