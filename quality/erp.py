@@ -266,7 +266,7 @@ PLANT_RULES = (
     _non_negative("opening_stock_t", "safety_stock_t", "max_stock_t", "production_cost_inr_per_t"),
     Rule(
         name="stock_bounds_ordered",
-        description="Safety stock ≤ opening stock's ceiling: safety ≤ max and opening ≤ max for every plant.",
+        description="Stock bounds are in order for every plant: safety stock ≤ maximum, opening stock ≤ maximum.",
         expectations=lambda gxe, _: [
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                 column_A="max_stock_t", column_B="safety_stock_t", or_equal=True

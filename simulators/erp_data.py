@@ -274,6 +274,7 @@ class ErpNetwork:
 
     # ------------------------------------------------------------------ stock
 
+    @lru_cache(maxsize=65536)  # noqa: B019 - every page of a paged read asks for the same days again
     def stock(self, plant_id: str, day: date) -> StockLevel:
         """The plant's stock at 00:00 UTC of ``day``: between safety and maximum stock, cycling over a
         few weeks as shipments arrive and kilns or mills draw it down, with day-to-day noise."""
