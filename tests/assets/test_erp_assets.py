@@ -228,3 +228,13 @@ def test_the_analyst_catalog_gets_a_view_per_erp_table(reference, resources, ins
         ).fetchone()[0]
         assert comment == "Freight cost, INR per tonne carried."
         assert con.execute("SELECT count(*) FROM raw.erp_inventory").fetchone()[0] == 0  # typed, empty until loaded
+
+
+def test_rows_out_of_order_land_as_the_same_table(reference, resources, instance, lake, sim):
+    clean = lake.read(ROUTES)
+    files = {p.name: p.read_bytes() for p in lake.table_dir(ROUTES).glob("*.parquet")}
+    sim.inject("out_of_order", f"{SERVICE_PATH}/RouteSet")
+    meta = metadata_of(run([erp.routes], resources, instance), "routes")
+    assert meta["rows_rejected"] == 0
+    assert lake.read(ROUTES).equals(clean)
+    assert {p.name: p.read_bytes() for p in lake.table_dir(ROUTES).glob("*.parquet")} == files  # same bytes

@@ -142,3 +142,14 @@ def test_repeated_page_fault_serves_the_previous_page_again():
         assert small.simulator.pages_served == [("PlantSet", 0), ("PlantSet", 0)]
     assert [r["Plant"] for r in second["results"]] == [r["Plant"] for r in first["results"]]
     assert second["__next"].endswith("$skiptoken=8")  # the paging goes on as if page 2 had been served
+
+
+def test_faults_are_armed_over_http_from_loopback(erp):
+    erp.simulator.clear_faults()
+    armed = httpx.post(f"{erp.url}/_sim/faults", json={"kind": "orphan_route", "path": "*/RouteSet"})
+    assert armed.status_code == 201
+    routes = get(erp, "RouteSet").json()["d"]["results"]
+    assert [r["Destination"] for r in routes if r["RouteId"] == "IU01-GU99-ROAD"] == ["GU99"]
+    assert len(get(erp, "RouteSet").json()["d"]["results"]) == len(routes) - 1  # the fault took one request
+    refused = httpx.post(f"{erp.url}/_sim/faults", json={"kind": "flood"})
+    assert refused.status_code == 400 and "repeated_page" in refused.json()["detail"]
