@@ -95,7 +95,8 @@ def reference_problem(plant_id: str, kinds: dict[str, str], allowed: tuple[str, 
         return f"plant {plant_id!r} is not in the ERP's plant master data (erp_plants has {len(kinds)} plants)"
     if allowed is not None and kinds[plant_id] not in allowed:
         return (
-            f"plant {plant_id} is a {kinds[plant_id]}; {_WHAT.get(table, table)} belongs to {'/'.join(allowed)} plants"
+            f"plant {plant_id} is {'an' if kinds[plant_id][:1] in 'AEIOU' else 'a'} {kinds[plant_id]}; "
+            f"{_WHAT.get(table, table)} belongs to {'/'.join(allowed)} plants"
         )
     return None
 
