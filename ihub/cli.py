@@ -139,9 +139,8 @@ def _simulate(source: str, options: list[str]) -> int:
 
         main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
         return 0
-    module = {"historian": "historian", "modbus": "modbus", "opcua": "opcua", "scada": "scada_gateway", "erp": "erp"}[
-        source
-    ]
+    modules = {"historian": "historian", "modbus": "modbus", "opcua": "opcua", "scada": "scada_gateway", "erp": "erp"}
+    module = modules[source]
     import importlib
 
     importlib.import_module(f"simulators.{module}").main(options)
