@@ -238,3 +238,25 @@ def test_rows_out_of_order_land_as_the_same_table(reference, resources, instance
     assert meta["rows_rejected"] == 0
     assert lake.read(ROUTES).equals(clean)
     assert {p.name: p.read_bytes() for p in lake.table_dir(ROUTES).glob("*.parquet")} == files  # same bytes
+
+
+def test_capacity_for_a_grinding_unit_is_rejected(reference, resources, instance, lake):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(resources["erp_sql"].url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO production_capacity (plant_id, period_start, capacity_t, changed_at) "
+                "VALUES (:plant, :period, :tonnes, :changed)"
+            ),
+            {"plant": "GU01", "period": date(2027, 1, 1), "tonnes": 50_000, "changed": datetime(2026, 12, 1, 8, 0)},
+        )
+    engine.dispose()
+    result = run([erp.production_capacity], resources, instance, partition_key="2026-12-01")
+    meta = metadata_of(result, "production_capacity")
+    assert meta["rows_rejected"] == 1 and meta["rows_received"] == meta["rows_written"] + 1
+    reject = lake.read(rejects_table(PRODUCTION_CAPACITY)).row(0, named=True)
+    assert reject["reason"] == "plant GU01 is a GU; production capacity belongs to IU plants"
+    assert json.loads(reject["raw_payload"])["capacity_t"] == "50000.000"
+    assert "GU01" not in lake.read(PRODUCTION_CAPACITY)["plant_id"].to_list()
