@@ -41,6 +41,7 @@ bench: setup  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.opcua_notifications
 	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.window_latency
+	$(BIN)/python -m bench.erp_backfill
 
 lint: setup
 	$(BIN)/ruff check .

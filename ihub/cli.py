@@ -6,6 +6,17 @@ import argparse
 import sys
 import warnings
 
+# Every simulator but DMAMA's: name -> (module under simulators/ with a main(argv), what it serves).
+SIMULATORS: dict[str, tuple[str, str]] = {
+    "historian": ("historian", "the SCADA historian"),
+    "markets": ("markets", "tariffs, holidays, fuel, exchange rates and cement prices"),
+    "modbus": ("modbus", "pump stations and machines on Modbus TCP"),
+    "opcua": ("opcua", "the pump station on OPC UA"),
+    "scada": ("scada_gateway", "the MQTT protocol gateway publishing 5 units"),
+    "weather": ("weather", "the OWM-like and met-office providers"),
+    "erp": ("erp", "the ERP's OData service and its SQL database (seeded as a SQLite file)"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (the docs' commands are tested against it: tests/ihub/test_cli_docs.py)."""
@@ -20,14 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve an external-system simulator on loopback",
         description=(
             "Serve a simulator of an external system on loopback until interrupted, printing where it listens "
-            "and the environment variables that point the hub at it. dmama: the DMA management API; historian: "
-            "the SCADA historian; markets: tariffs, holidays, fuel, exchange rates and cement prices; modbus: pump "
-            "stations and machines on Modbus TCP; opcua: the pump station on OPC UA; scada: the MQTT protocol "
-            "gateway publishing 5 units; weather: the OWM-like and met-office providers. Options after the name "
-            "go to that simulator (try: ihub simulate modbus --help)."
+            "and the environment variables that point the hub at it. "
+            + "; ".join(f"{name}: {what}" for name, (_, what) in SIMULATORS.items())
+            + ". Options after the name go to that simulator (try: ihub simulate modbus --help)."
         ),
     )
-    simulate.add_argument("source", choices=["dmama", "historian", "markets", "modbus", "opcua", "scada", "weather"])
+    simulate.add_argument("source", choices=["dmama", *SIMULATORS])
     simulate.add_argument("options", nargs=argparse.REMAINDER, help="options of that simulator")
 
     collect = commands.add_parser(
@@ -158,17 +167,9 @@ def _simulate(source: str, options: list[str]) -> int:
 
         main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
         return 0
-    module = {
-        "historian": "historian",
-        "markets": "markets",
-        "modbus": "modbus",
-        "opcua": "opcua",
-        "scada": "scada_gateway",
-        "weather": "weather",
-    }[source]
     import importlib
 
-    importlib.import_module(f"simulators.{module}").main(options)
+    importlib.import_module(f"simulators.{SIMULATORS[source][0]}").main(options)
     return 0
 
 

@@ -135,12 +135,43 @@ def _weather_steps(now: datetime, options: DemoOptions) -> list[Step]:
     ]
 
 
+def _serve_erp(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from orchestration.settings import data_dir
+    from simulators.erp import SERVICE_PATH, ErpConfig, credentials_env, serve_erp
+    from simulators.erp_sql import seed_database
+
+    path = data_dir() / "erp" / "erp.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sql_url = f"sqlite:///{path}"
+    seeded = seed_database(sql_url, replace=True)
+    config = ErpConfig()
+    simulator = stack.enter_context(serve_erp(config))
+    where = f"{simulator.url}{SERVICE_PATH} and {path} ({sum(seeded.values())} SQL rows)"
+    return where, credentials_env(simulator.url, config, sql_url)
+
+
+def _erp_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.partitions import daily
+    from orchestration.erp import LOOKBACK_DAYS
+
+    # The days the morning schedule loads: yesterday again (late postings) and today so far.
+    today = daily.get_partition_key_for_timestamp(now.timestamp())
+    first = daily.get_partition_key_for_timestamp((now - timedelta(days=LOOKBACK_DAYS)).timestamp())
+    return [
+        Step("ERP plants and routes", "erp_reference_job"),
+        Step(
+            f"ERP demand revisions, stock, capacity and shutdowns, {first} … {today}", "erp_daily_job", (first, today)
+        ),
+    ]
+
+
 # In order: a source whose assets read another's tables comes after it (weather places its stations
 # at DMAMA's DMA coordinates).
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("dmama", _serve_dmama, _dmama_steps),
     DemoSource("markets", _serve_markets, _markets_steps),
     DemoSource("weather", _serve_weather, _weather_steps),
+    DemoSource("erp", _serve_erp, _erp_steps),
 )
 
 
