@@ -253,8 +253,8 @@ def test_ihub_demo_runs_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # The catalog is the last step, after every source's jobs; each source gets its summary line.
     assert re.search(r"\[(\d+)/\1\] analyst catalog", out.stdout), out.stdout[-3000:]
-    for source in ("dmama", "markets", "weather"):
-        line = next(line for line in out.stdout.splitlines() if line.strip().startswith(f"{source} "))
+    for source in ("dmama", "markets", "weather", "erp"):
+        line = next(line for line in out.stdout.splitlines() if re.match(rf"\s+{source}\s+\d+ assets", line))
         assert re.search(r"[1-9][\d,]* rows written\s+0 rejected", line), line
     assert " 0 failed" in out.stdout
     catalog_file = tmp_path / "data" / "catalog" / "ihub.duckdb"
