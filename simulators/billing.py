@@ -381,7 +381,10 @@ class BillingSimulator:
         return self.faults.clear()
 
     def reset_stats(self) -> None:
+        """Forget request counts, logins and refreshes (tokens issued stay valid)."""
         self.stats.reset()
+        with self._lock:
+            self.logins = self.refreshes = 0
 
     def requests_to(self, path: str) -> int:
         return self.stats.requests_to(path)
