@@ -142,4 +142,4 @@ def test_pseudonymizer_drops_name_and_address_and_hashes_the_phone(server, sim):
     assert CustomerPseudonymizer(hash_key=KEY + "x").hash_phone("081-234-5678") != pii.hash_phone("081-234-5678")
     assert pii.pseudonymize([["not", "a", "record"]]) == [{"_not_an_object": "list"}]
     with pytest.raises(ValueError, match="BILLING_PII_HASH_KEY must be at least 16"):
-        CustomerPseudonymizer(hash_key="short").key_id
+        _ = CustomerPseudonymizer(hash_key="short").key_id
