@@ -132,10 +132,11 @@ def _readings(
     judged = consumption_from_registers(both, max_rollover_share=max_rollover_share).filter(~pl.col("_baseline"))
     good = judged.filter(pl.col("problem").is_null())
     refused = judged.filter(pl.col("problem").is_not_null())
-    position = {}
+    # Each refused reading's place in what the source sent (its first copy, if it was sent twice).
+    position: dict[tuple[Any, str], int] = {}
     for index, row in enumerate(mine):
         if isinstance(row, dict):
-            position.setdefault((row.get("meter_id"), row.get("reading_date")), index)
+            position.setdefault((row.get("meter_id"), str(row.get("reading_date"))[:10]), index)
     numbers = [position[(m, d.isoformat())] for m, d in refused.select("meter_id", "reading_date").iter_rows()]
     rule_rejects = pl.DataFrame(
         {

@@ -323,3 +323,31 @@ def test_billing_is_in_the_hub_with_its_jobs_and_schedules():
     context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
     (request,) = billing_readings_daily.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-03-14"  # the day closed at midnight
+
+
+def test_reordered_duplicated_and_mistyped_answers(resources, instance, lake, sim):
+    keys = ("2026-03-02", "2026-03-02")
+    clean = metadata_of(run([billing.meter_readings], resources, instance, keys, checks=False), "meter_readings")
+    landed = lake.read(METER_READINGS)
+    sim.inject("out_of_order", READINGS_PATH)
+    run([billing.meter_readings], resources, instance, keys, checks=False)
+    assert lake.read(METER_READINGS).equals(landed)
+    # The answer starts with the baseline day (1 March): its repeated first row is the baseline's own
+    # business, judged when that day is loaded; this day lands exactly as before.
+    sim.inject("duplicates", READINGS_PATH)
+    twice = metadata_of(run([billing.meter_readings], resources, instance, keys, checks=False), "meter_readings")
+    assert (twice["rows_received"], twice["rows_rejected"]) == (clean["rows_received"], 0)
+    assert lake.read(METER_READINGS).equals(landed)
+    # A baseline row whose date reads "yesterday" cannot be placed: it is rejected here, and its meter's
+    # consumption on 2 March cannot be computed (no previous reading), rather than guessed.
+    sim.inject("wrong_types", READINGS_PATH)
+    spoilt = metadata_of(run([billing.meter_readings], resources, instance, keys, checks=False), "meter_readings")
+    assert (spoilt["rows_received"], spoilt["rows_written"], spoilt["rows_rejected"]) == (
+        clean["rows_received"] + 1,
+        clean["rows_written"],
+        1,
+    )
+    rejected = lake.read(rejects_table(METER_READINGS))
+    assert rejected["field"].to_list() == ["reading_date"] and "yesterday" in rejected["reason"][0]
+    first_meter = sim.meters()[0]["meter_id"]
+    assert reading(lake, first_meter, "2026-03-02")["consumption_m3"] is None

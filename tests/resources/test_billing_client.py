@@ -101,11 +101,20 @@ def test_rate_limits_and_broken_answers_are_retried(server, sim):
     c = client(server)
     sim.inject("status", READINGS_PATH, status=429, retry_after=1)
     sim.inject("truncated", READINGS_PATH)
+    sim.inject("malformed", READINGS_PATH)
     sim.inject("status", READINGS_PATH, status=503)
     rows = c.meter_readings(date(2026, 3, 1), date(2026, 3, 2))
-    assert len(rows) == len(sim.meters())
+    assert rows == sim.closing_registers(date(2026, 3, 1), date(2026, 3, 2))
     assert c.rate_limit_waits == 1
-    assert sim.stats.snapshot()[(READINGS_PATH, 200)] == 2  # the truncated answer, then the good one
+    assert sim.stats.snapshot()[(READINGS_PATH, 200)] == 3  # truncated, malformed, then the good answer
+
+
+def test_a_source_that_hangs_fails_within_the_deadline(server, sim):
+    c = client(server, deadline_s=0.5, max_retries=0)
+    sim.inject("slow", READINGS_PATH, delay_s=3)
+    with pytest.raises(SourceError) as caught:
+        c.meter_readings(date(2026, 3, 1), date(2026, 3, 2))
+    assert READINGS_PATH in str(caught.value)
 
 
 def test_a_wrong_password_fails_naming_the_login_never_the_password(server, sim):
