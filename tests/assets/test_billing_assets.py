@@ -313,6 +313,7 @@ def test_an_outage_fails_the_run_naming_the_endpoint(billing_server, resources, 
 
 
 def test_billing_is_in_the_hub_with_its_jobs_and_schedules():
+    from orchestration.billing import billing_monthly_schedule as billing_monthly
     from orchestration.billing import billing_readings_daily
     from orchestration.definitions import defs
 
@@ -323,6 +324,10 @@ def test_billing_is_in_the_hub_with_its_jobs_and_schedules():
     context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
     (request,) = billing_readings_daily.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-03-14"  # the day closed at midnight
+    tick = datetime(2026, 4, 2, 2, tzinfo=UTC)
+    context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
+    (request,) = billing_monthly.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-03-01"  # March, closed on the 1st
 
 
 def test_reordered_duplicated_and_mistyped_answers(resources, instance, lake, sim):
@@ -351,3 +356,14 @@ def test_reordered_duplicated_and_mistyped_answers(resources, instance, lake, si
     assert rejected["field"].to_list() == ["reading_date"] and "yesterday" in rejected["reason"][0]
     first_meter = sim.meters()[0]["meter_id"]
     assert reading(lake, first_meter, "2026-03-02")["consumption_m3"] is None
+
+
+def test_a_new_hash_key_rehashes_every_customer(billing_server, resources, instance, lake, sim):
+    run([billing.customers], resources, instance, checks=False)
+    old = dict(lake.read(CUSTOMERS).select("customer_id", "phone_hash").iter_rows())
+    rotated = {**resources, "billing_pii": CustomerPseudonymizer(hash_key=KEY + "-rotated")}
+    result = run([billing.customers], rotated, instance, checks=False)
+    meta = metadata_of(result, "customers")
+    assert meta["sync"] == "full" and meta["full_sync_reason"].startswith("BILLING_PII_HASH_KEY changed")
+    new = dict(lake.read(CUSTOMERS).select("customer_id", "phone_hash").iter_rows())
+    assert new.keys() == old.keys() and all(new[c] != old[c] for c in new)
