@@ -175,6 +175,7 @@ class BillingSimulator:
         self.refreshes = 0
         self.last_changed_since: str | None = None  # what the last customers call asked for (tests read it)
         self._epoch = datetime.fromisoformat(self.config.epoch.replace("Z", "+00:00"))
+        self._records: dict[tuple[int, int], dict[str, Any]] = {}
         self._build_customers()
         self.app = self._build_app()
 
@@ -227,6 +228,13 @@ class BillingSimulator:
         return self._record(k, version)
 
     def _record(self, k: int, version: int) -> dict[str, Any]:
+        """Customer ``k`` after ``version`` change events (built once, then served from the cache)."""
+        cached = self._records.get((k, version))
+        if cached is None:
+            cached = self._records[(k, version)] = self._build_record(k, version)
+        return dict(cached)
+
+    def _build_record(self, k: int, version: int) -> dict[str, Any]:
         meter = self._meters[k]
         kinds = self._change_kind[k, :version].tolist()
         counts = {kind: sum(1 for x in kinds if _CHANGE_KINDS[x] == kind) for kind in _CHANGE_KINDS}
