@@ -68,7 +68,7 @@ def _common(table: LakeTable, fresh_within: timedelta) -> dict:
     name="meter_readings",
     partitions_def=reading_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[METERS_KEY],
+    deps=[METERS_KEY],  # its checks compare the billed meters with DMAMA's
     # A day closes at 00:00 UTC and is loaded early the next morning; 30 hours without one is late.
     **_common(METER_READINGS, timedelta(hours=30)),
 )
@@ -179,7 +179,6 @@ def _readings(
     name="consumption_monthly",
     partitions_def=billing_months,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[METERS_KEY],
     # Bills of a month are loaded early the next month: 33 days without a load means one was missed.
     **_common(CONSUMPTION_MONTHLY, timedelta(days=33)),
 )
