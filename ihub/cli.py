@@ -8,6 +8,7 @@ import warnings
 
 # Every simulator but DMAMA's: name -> (module under simulators/ with a main(argv), what it serves).
 SIMULATORS: dict[str, tuple[str, str]] = {
+    "billing": ("billing", "the billing system (JWT, DMAMA's customers and meters)"),
     "historian": ("historian", "the SCADA historian"),
     "markets": ("markets", "tariffs, holidays, fuel, exchange rates and cement prices"),
     "modbus": ("modbus", "pump stations and machines on Modbus TCP"),
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve an external-system simulator on loopback",
         description=(
             "Serve a simulator of an external system on loopback until interrupted, printing where it listens "
-            "and the environment variables that point the hub at it. "
+            "and the environment variables that point the hub at it. dmama: the DMA management API; "
             + "; ".join(f"{name}: {what}" for name, (_, what) in SIMULATORS.items())
             + ". Options after the name go to that simulator (try: ihub simulate modbus --help)."
         ),

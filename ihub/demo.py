@@ -79,6 +79,34 @@ def _dmama_steps(now: datetime, options: DemoOptions) -> list[Step]:
     ]
 
 
+# The demo's own phone-hash key, used only when BILLING_PII_HASH_KEY is not set: a real deployment sets a
+# random secret. Fixed, so that the demo's lake keeps one key from run to run.
+DEMO_PII_HASH_KEY = "ihub-demo-only-pii-hash-key"
+
+
+def _serve_billing(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from simulators.billing import BillingConfig, credentials_env, serve_billing
+
+    # Same seed and size as the demo's DMAMA: billing bills DMAMA's customer meters.
+    config = BillingConfig(dmas=options.dmas, meters_per_dma=options.meters_per_dma)
+    simulator = stack.enter_context(serve_billing(config))
+    env = credentials_env(simulator.url, config)
+    env["BILLING_PII_HASH_KEY"] = os.environ.get("BILLING_PII_HASH_KEY") or DEMO_PII_HASH_KEY
+    return f"{simulator.url} ({len(simulator.simulator.meters())} billed meters)", env
+
+
+def _billing_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.billing import billing_months, reading_days
+
+    days = reading_days.get_partition_keys(current_time=now)[-7:]
+    month = billing_months.get_partition_keys(current_time=now)[-1]
+    return [
+        Step("billing customers (incremental from the cursor in the lake)", "billing_customers_job"),
+        Step(f"billing meter readings, {days[0]} … {days[-1]} UTC", "billing_readings_job", (days[0], days[-1])),
+        Step(f"billed consumption of {month[:7]}", "billing_monthly_job", (month, month)),
+    ]
+
+
 def _serve_markets(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
     from simulators.markets import MarketsConfig, credentials_env, serve_markets
 
@@ -169,6 +197,7 @@ def _erp_steps(now: datetime, options: DemoOptions) -> list[Step]:
 # at DMAMA's DMA coordinates).
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("dmama", _serve_dmama, _dmama_steps),
+    DemoSource("billing", _serve_billing, _billing_steps),
     DemoSource("markets", _serve_markets, _markets_steps),
     DemoSource("weather", _serve_weather, _weather_steps),
     DemoSource("erp", _serve_erp, _erp_steps),
