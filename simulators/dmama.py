@@ -665,6 +665,10 @@ class DmamaSimulator:
             params.setdefault("depth", 100_000)
         if kind == "gzip_bomb" and not isinstance(params.setdefault("size_mb", 2048), int):
             raise ValueError(f"gzip_bomb fault needs integer 'size_mb', got {params['size_mb']!r}")
+        if kind == "gzip_bomb":
+            # Compress it now, not on the request: on a loaded machine that takes seconds, and a client timing
+            # out before the bomb arrives would retry and test the wrong thing.
+            _gzip_bomb(int(params["size_mb"]))
         if kind == "bad_ids":
             params.setdefault("ids", [".", ".."])
         if kind == "echo_credentials":
