@@ -167,9 +167,7 @@ class GisSimulator:
         await delay(fault)
         if fault is not None and fault.kind == "status":
             response: Response = status_response(fault)
-        elif not secrets.compare_digest(
-            request.headers.get("x-api-key", "").encode(), self.config.api_key.encode()
-        ):
+        elif not secrets.compare_digest(request.headers.get("x-api-key", "").encode(), self.config.api_key.encode()):
             response = JSONResponse({"error": "invalid_api_key", "detail": "missing or wrong X-API-Key header"}, 401)
         else:
             try:
@@ -206,7 +204,7 @@ class GisSimulator:
         body: dict[str, Any] = {
             "type": "FeatureCollection",
             "name": layer,
-            "numberMatched": int(len(chosen)),
+            "numberMatched": len(chosen),
             "numberReturned": len(page),
             "features": page,
             "links": [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}],
@@ -301,9 +299,7 @@ def _build_map(config: GisConfig) -> _Map:
             a, b = (cx - r, cy - 0.6 * r), (cx + r, cy + 0.6 * r)
             c, e = (cx + r, cy - 0.6 * r), (cx - r, cy + 0.6 * r)
             drawn[d["dma_id"]] = Polygon([a, b, c, e, a])
-            true_dmas[d["dma_id"]] = MultiPolygon(
-                [Polygon([a, (cx, cy), e, a]), Polygon([(cx, cy), b, c, (cx, cy)])]
-            )
+            true_dmas[d["dma_id"]] = MultiPolygon([Polygon([a, (cx, cy), e, a]), Polygon([(cx, cy), b, c, (cx, cy)])])
             continue
         jitter = 0.9 + 0.1 * _rng(config.seed, 1, i).random(8)
         angles = np.arange(8) * math.pi / 4 + math.pi / 8
@@ -394,7 +390,7 @@ def _build_map(config: GisConfig) -> _Map:
     for i, d in enumerate(details):
         inner = true_dmas[d["dma_id"]]
         if i == 1 and "overlapping_dmas" in defects:
-            inner = MultiPolygon(list(inner.geoms)[:-1]) if len(inner.geoms) > 2 else list(inner.geoms)[0]
+            inner = MultiPolygon(list(inner.geoms)[:-1]) if len(inner.geoms) > 2 else next(iter(inner.geoms))
         inner = inner.buffer(-0.25 * radius[i])
         rng = _rng(config.seed, 3, i)
         minx, miny, maxx, maxy = inner.bounds
@@ -404,7 +400,12 @@ def _build_map(config: GisConfig) -> _Map:
                 if inner.contains(spot):
                     break
             meter_rows.append(
-                {"meter_id": meter["meter_id"], "kind": meter["kind"], "inst_date": meter["installed_on"], "geometry": spot}
+                {
+                    "meter_id": meter["meter_id"],
+                    "kind": meter["kind"],
+                    "inst_date": meter["installed_on"],
+                    "geometry": spot,
+                }
             )
             meter_dma[meter["meter_id"]] = d["dma_id"]
     last = config.meters_per_dma
