@@ -1,9 +1,10 @@
 """The rules the GIS map must meet: geometry repair and rejection, CRS, metric measures, the spatial joins,
 and the GX suites and checks over the lake tables.
 
-The geometry rules are pure functions over GeoDataFrames, used by the assets and by the checks alike:
+The geometry rules are pure functions over GeoDataFrames, used by the assets and by the checks alike (a
+layer without a coordinate reference system never gets here: ``resources/gis.py`` refuses it, naming the
+file and the layer):
 
-- ``require_crs``: a layer without a coordinate reference system is refused, never guessed;
 - ``repair_geometries``: invalid geometries are repaired with ``shapely.make_valid`` when the result stays in
   the layer's geometry family (a bow-tie polygon becomes its two lobes), and rejected with the reason
   otherwise (a polygon collapsing to a line, a point in a pipe layer, an empty geometry);
@@ -13,8 +14,6 @@ The geometry rules are pure functions over GeoDataFrames, used by the assets and
 
 geopandas and shapely are imported inside the functions: definitions load without them.
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,21 +52,6 @@ _FAMILIES = {
 }
 
 
-class MissingCrsError(ValueError):
-    """A layer came without a coordinate reference system."""
-
-
-def require_crs(frame: gpd.GeoDataFrame, origin: str, layer: str) -> str:
-    """The layer's CRS as ``AUTHORITY:CODE`` (or WKT); ``MissingCrsError`` naming file and layer without one."""
-    if frame.crs is None:
-        raise MissingCrsError(
-            f"gis: {origin} (layer {layer}) has no coordinate reference system: a Shapefile needs its .prj, a "
-            "GeoPackage its srs; coordinates are not guessed. Re-export the layer with its CRS."
-        )
-    authority = frame.crs.to_authority()
-    return ":".join(authority) if authority else frame.crs.to_wkt()
-
-
 def utm_epsg(longitude: float) -> int:
     """EPSG code of the UTM zone metric measures use at ``longitude`` (degrees east)."""
     return 32648 if longitude >= ZONE_48_FROM_LON else 32647
@@ -78,11 +62,11 @@ class Repaired:
     """A layer after the geometry rules: kept features (EPSG:4326, with ``geometry_repaired`` and
     ``repair_note``) and the rejected ones as (position in the source, reason)."""
 
-    frame: gpd.GeoDataFrame
+    frame: "gpd.GeoDataFrame"
     rejects: list[tuple[int, str]]
 
 
-def repair_geometries(frame: gpd.GeoDataFrame, layer: str) -> Repaired:
+def repair_geometries(frame: "gpd.GeoDataFrame", layer: str) -> Repaired:
     """Repair invalid geometries where it keeps the layer's geometry family; reject the rest with a reason.
 
     ``frame`` is in its source CRS (repairs are made there, before reprojection) and keeps its source
@@ -157,7 +141,7 @@ def _family_parts(geom: Any, allowed: tuple[str, str]) -> Any | None:
     }[allowed[0]](singles)
 
 
-def metric_measures(frame: gpd.GeoDataFrame) -> pl.DataFrame:
+def metric_measures(frame: "gpd.GeoDataFrame") -> pl.DataFrame:
     """Per feature of an EPSG:4326 frame, in its UTM zone: ``length_m``, ``area_km2``, ``centroid_longitude``,
     ``centroid_latitude`` and ``utm_epsg`` (rows in the frame's order)."""
     import geopandas as gpd
@@ -197,7 +181,7 @@ def metric_measures(frame: gpd.GeoDataFrame) -> pl.DataFrame:
     )
 
 
-def to_geodataframe(frame: pl.DataFrame, column: str = "geometry") -> gpd.GeoDataFrame:
+def to_geodataframe(frame: pl.DataFrame, column: str = "geometry") -> "gpd.GeoDataFrame":
     """A lake table's rows as a GeoDataFrame in EPSG:4326 (its WKB column decoded)."""
     import geopandas as gpd
     import shapely
@@ -206,13 +190,13 @@ def to_geodataframe(frame: pl.DataFrame, column: str = "geometry") -> gpd.GeoDat
     return gpd.GeoDataFrame(frame.drop(column).to_pandas(), geometry=list(geometries), crs=STORED_CRS)
 
 
-def _zone_of(frame: gpd.GeoDataFrame) -> int:
+def _zone_of(frame: "gpd.GeoDataFrame") -> int:
     """One UTM zone for a whole set of features: the zone of their common centre."""
     minx, _, maxx, _ = frame.total_bounds
     return utm_epsg((minx + maxx) / 2.0)
 
 
-def dma_overlaps(dmas: gpd.GeoDataFrame) -> list[tuple[str, str, float]]:
+def dma_overlaps(dmas: "gpd.GeoDataFrame") -> list[tuple[str, str, float]]:
     """(dma_id, other_dma_id, shared area in m²) for every pair of DMA boundaries sharing ground, sorted."""
     import shapely
 
@@ -231,7 +215,7 @@ def dma_overlaps(dmas: gpd.GeoDataFrame) -> list[tuple[str, str, float]]:
     return sorted(pairs)
 
 
-def join_meters(meters: gpd.GeoDataFrame, dmas: gpd.GeoDataFrame, dmama_dma: Mapping[str, str]) -> pl.DataFrame:
+def join_meters(meters: "gpd.GeoDataFrame", dmas: "gpd.GeoDataFrame", dmama_dma: Mapping[str, str]) -> pl.DataFrame:
     """Each meter with the DMA boundaries containing it, DMAMA's DMA and a status (``METER_STATUSES``)."""
     import geopandas as gpd
 
@@ -292,7 +276,7 @@ def join_meters(meters: gpd.GeoDataFrame, dmas: gpd.GeoDataFrame, dmama_dma: Map
     return pl.DataFrame(rows, schema=schema)
 
 
-def pipe_length_per_dma(pipes: gpd.GeoDataFrame, dmas: gpd.GeoDataFrame) -> dict[str, tuple[float, int]]:
+def pipe_length_per_dma(pipes: "gpd.GeoDataFrame", dmas: "gpd.GeoDataFrame") -> dict[str, tuple[float, int]]:
     """{dma_id: (metres of pipe inside its boundary, pipes with length inside)} measured in UTM."""
     import shapely
 
@@ -314,7 +298,7 @@ def pipe_length_per_dma(pipes: gpd.GeoDataFrame, dmas: gpd.GeoDataFrame) -> dict
     return totals
 
 
-def points_per_dma(points: gpd.GeoDataFrame, dmas: gpd.GeoDataFrame) -> dict[str, int]:
+def points_per_dma(points: "gpd.GeoDataFrame", dmas: "gpd.GeoDataFrame") -> dict[str, int]:
     """{dma_id: points inside its boundary} (a point in two overlapping DMAs counts for both)."""
     import geopandas as gpd
 
