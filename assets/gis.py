@@ -158,7 +158,7 @@ def _contract_rows(kept: "gpd.GeoDataFrame", measures: pl.DataFrame, layer: str,
             row[name] = _native(record.get(source_name))
         row["geometry"] = bytes(wkb[position])
         row["geometry_repaired"] = bool(record["geometry_repaired"])
-        row["repair_note"] = record["repair_note"]
+        row["repair_note"] = _native(record["repair_note"])
         row["utm_epsg"] = measured["utm_epsg"]
         if layer == "dma_boundaries":
             row["area_km2"] = round(measured["area_km2"], 6)
