@@ -83,7 +83,10 @@ def _layer_asset(layer: str) -> dg.AssetsDefinition:
         "measures computed in UTM 47N/48N. Invalid geometries are repaired with make_valid where that keeps "
         "the geometry type, rejected with the reason otherwise; a file without a CRS fails the run."
     )
-    return dg.asset(name=layer, kinds={"gis", "geoparquet"}, **_common(table))(_load)
+    # One policy for the whole group (a backfill is one run); a range of past weeks fails in load_layer.
+    return dg.asset(
+        name=layer, kinds={"gis", "geoparquet"}, backfill_policy=dg.BackfillPolicy.single_run(), **_common(table)
+    )(_load)
 
 
 def load_layer(context: dg.AssetExecutionContext, gis: GisSource, lake: Lake, layer: str) -> dg.MaterializeResult:
@@ -94,7 +97,7 @@ def load_layer(context: dg.AssetExecutionContext, gis: GisSource, lake: Lake, la
     window = context.partition_time_window
     label = common.partition_label(context)
     now = datetime.now(UTC)
-    if not window.start <= now < window.end:
+    if not window.start <= now < window.end or window.end - window.start > timedelta(days=7):
         raise dg.Failure(
             description=(
                 f"gis/{layer} for week {label}: a snapshot records the map as it is now, in the week from "
@@ -383,6 +386,7 @@ def dma_network(context: dg.AssetExecutionContext, lake: Lake) -> dg.Materialize
     pool=SOURCE,
     kinds={"gis", "geojson"},
     partitions_def=weekly,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[*LAYER_KEYS.values(), DMA_NETWORK_KEY],
 )
 def geojson_export(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:

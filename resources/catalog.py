@@ -18,12 +18,15 @@ An analyst without this package opens an S3 catalog with httpfs and a secret for
 Column types come from the one type registry (``resources/tables.py``): decimals stay DECIMAL(p, s),
 geometry stays WKB in a BLOB (``ST_GeomFromWKB`` with DuckDB spatial), lists become ``type[]``.
 
-Geometry: every view keeps its geometry columns as WKB (a BLOB), which any DuckDB reads. When DuckDB's
-spatial extension is available at publish time (``spatial_extension="load"``: already installed on the
-machine; ``"install"``: ``INSTALL spatial`` is tried too, which needs the internet), each table with a
-geometry column also gets a ``<table>_geo`` view beside it whose geometry columns are ``GEOMETRY``
-(``ST_GeomFromWKB``), for ``ST_Area``, ``ST_Contains`` and friends. Without the extension those views are
-simply not published (``Published.spatial`` is False) and analysts decode the WKB themselves.
+Geometry: every view keeps its geometry columns as WKB in a BLOB (the lake writes them as GeoParquet,
+which DuckDB 2 would read as its GEOMETRY type; the view casts them back, so the column is the same type
+with or without data and any client reads it). Each table with a geometry column also gets a
+``<table>_geo`` view beside it whose geometry columns are ``GEOMETRY`` (``ST_GeomFromWKB``, in DuckDB's
+core since 1.4: ``ST_AsText``, ``ST_AsGeoJSON``, ``ST_Intersects_Extent``). The full spatial function set
+(``ST_Area``, ``ST_Contains``, ``ST_Transform``) needs DuckDB's spatial extension: publishing loads it
+when it is installed (``spatial_extension="load"``) or tries ``INSTALL spatial`` first (``"install"``,
+which needs the internet; this hub's machines have none). ``Published.spatial`` says whether it loaded;
+without it (or without ``ST_GeomFromWKB``) the WKB views stand alone and analysts decode WKB themselves.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Published:
     views: int
     empty_tables: tuple[str, ...]
     bytes: int
-    spatial: bool = False  # whether <table>_geo views with GEOMETRY columns were published
+    spatial: bool = False  # whether DuckDB's spatial extension was loaded (ST_Area and friends on _geo views)
 
 
 class AnalystCatalog(dg.ConfigurableResource):
@@ -81,14 +84,16 @@ class AnalystCatalog(dg.ConfigurableResource):
         try:
             with duckdb.connect(str(building)) as con:
                 _mount(con, lake)
+                geo = False
                 if any(c.geometry for table in tables for c in table.columns):
                     spatial = _load_spatial(con, self.spatial_extension)
+                    geo = spatial or _has_function(con, "st_geomfromwkb")
                 for table in tables:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
                     files = lake.files(table)
                     if files:
                         source = (
-                            f"SELECT {', '.join(_quote(c) for c in table.column_names)} FROM read_parquet("
+                            f"SELECT {', '.join(_select(c) for c in table.columns)} FROM read_parquet("
                             f"{_literal(lake.glob(table))}, union_by_name = true, hive_partitioning = false)"
                         )
                     else:
@@ -107,7 +112,7 @@ class AnalystCatalog(dg.ConfigurableResource):
                         table.description,
                         {c.name: _column_comment(c) for c in table.columns},
                     )
-                    if spatial and any(c.geometry for c in table.columns):
+                    if geo and any(c.geometry for c in table.columns):
                         _geo_view(con, table)
                         geo_views += 1
                 for view in views:
@@ -165,6 +170,17 @@ def _load_spatial(con: Any, mode: str) -> bool:
         return True
     except duckdb.Error:
         return False
+
+
+def _has_function(con: Any, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name]).fetchone()[0])
+
+
+def _select(column: Any) -> str:
+    """A column of a view over Parquet: geometry as WKB in a BLOB whether or not DuckDB read GeoParquet."""
+    if column.geometry:
+        return f"CAST({_quote(column.name)} AS BLOB) AS {_quote(column.name)}"
+    return _quote(column.name)
 
 
 def _geo_view(con: Any, table: LakeTable) -> None:
