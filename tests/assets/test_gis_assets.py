@@ -46,24 +46,30 @@ def metadata_of(result, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
+def gis_instance():
+    """One Dagster instance for the module's single-asset runs (creating one costs about a second)."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture(scope="module")
 def simulator():
     return GisSimulator(GisConfig())
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, simulator):
+def full_run(tmp_path_factory, simulator, gis_instance):
     """Every GIS asset and check for this week, read from the GeoPackage: one run shared by the module."""
     root = tmp_path_factory.mktemp("gis")
     simulator.write_files(root / "files", ["gpkg"])
     lake = Lake(root=str(root / "lake"))
     land_dmama(lake)
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [*ASSETS, *gis_checks(gis_assets.weekly)],
-            partition_key=WEEK,
-            resources={"lake": lake, "gis": GisSource(files_dir=str(root / "files"))},
-            instance=instance,
-        )
+    result = dg.materialize(
+        [*ASSETS, *gis_checks(gis_assets.weekly)],
+        partition_key=WEEK,
+        resources={"lake": lake, "gis": GisSource(files_dir=str(root / "files"))},
+        instance=gis_instance,
+    )
     return result, lake, root
 
 
@@ -215,14 +221,14 @@ def test_weather_keeps_dmama_coordinates_without_a_map(tmp_path):
     assert locations == [(d["dma_id"], d["latitude"], d["longitude"]) for d in dmama.dmas()]
 
 
-def test_a_shapefile_without_prj_fails_the_run_naming_file_and_layer(tmp_path, instance):
+def test_a_shapefile_without_prj_fails_the_run_naming_file_and_layer(tmp_path, gis_instance):
     GisSimulator(GisConfig(dmas=2, meters_per_dma=2)).write_files(tmp_path / "files", ["shapefile"])
     result = dg.materialize(
         ASSETS,
         selection=[gis_assets.LAYER_KEYS["valves"]],
         partition_key=WEEK,
         resources={"lake": Lake(root=str(tmp_path / "lake")), "gis": GisSource(files_dir=str(tmp_path / "files"))},
-        instance=instance,
+        instance=gis_instance,
         raise_on_error=False,
     )
     assert not result.success
@@ -238,7 +244,7 @@ def wfs_server():
         yield running
 
 
-def test_wfs_duplicates_become_rejects_and_a_rerun_replaces_the_week(wfs_server, tmp_path, instance):
+def test_wfs_duplicates_become_rejects_and_a_rerun_replaces_the_week(wfs_server, tmp_path, gis_instance):
     lake = Lake(root=str(tmp_path / "lake"))
     client = GisSource(wfs_base_url=wfs_server.url, wfs_api_key=wfs_server.config.api_key, page_size=20)
     wfs_server.simulator.faults.clear()
@@ -249,7 +255,7 @@ def test_wfs_duplicates_become_rejects_and_a_rerun_replaces_the_week(wfs_server,
             selection=[gis_assets.LAYER_KEYS["meters"]],
             partition_key=WEEK,
             resources={"lake": lake, "gis": client},
-            instance=instance,
+            instance=gis_instance,
         )
         for _ in range(2)
     ]
@@ -260,7 +266,7 @@ def test_wfs_duplicates_become_rejects_and_a_rerun_replaces_the_week(wfs_server,
     assert lake.read(METERS).height == 50 and lake.read(rejects_table(METERS)).height == 0
 
 
-def test_wfs_wrong_types_are_rejected_with_the_field(wfs_server, tmp_path, instance):
+def test_wfs_wrong_types_are_rejected_with_the_field(wfs_server, tmp_path, gis_instance):
     lake = Lake(root=str(tmp_path / "lake"))
     client = GisSource(wfs_base_url=wfs_server.url, wfs_api_key=wfs_server.config.api_key)
     wfs_server.simulator.faults.clear()
@@ -270,7 +276,7 @@ def test_wfs_wrong_types_are_rejected_with_the_field(wfs_server, tmp_path, insta
         selection=[gis_assets.LAYER_KEYS["pipes"]],
         partition_key=WEEK,
         resources={"lake": lake, "gis": client},
-        instance=instance,
+        instance=gis_instance,
     )
     meta = metadata_of(result, "pipes")
     assert meta["rows_rejected"] == 1 and meta["rows_received"] == meta["rows_written"] + 1
@@ -278,14 +284,14 @@ def test_wfs_wrong_types_are_rejected_with_the_field(wfs_server, tmp_path, insta
     assert reject["field"] == "diameter_mm" and reject["reason"] == "expected a whole number, got 'n/a'"
 
 
-def test_a_past_week_cannot_be_snapshotted(tmp_path, instance):
+def test_a_past_week_cannot_be_snapshotted(tmp_path, gis_instance):
     past = gis_assets.weekly.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(days=14)).timestamp())
     result = dg.materialize(
         ASSETS,
         selection=[gis_assets.LAYER_KEYS["pipes"]],
         partition_key=past,
         resources={"lake": Lake(root=str(tmp_path / "lake")), "gis": GisSource(files_dir=str(tmp_path))},
-        instance=instance,
+        instance=gis_instance,
         raise_on_error=False,
     )
     assert not result.success

@@ -35,15 +35,13 @@ def files(tmp_path_factory, server):
 
 def wfs(server, **options) -> tuple[GisSource, list[float]]:
     waits: list[float] = []
-    client = GisSource(
-        wfs_base_url=server.url, wfs_api_key=server.config.api_key, backoff_base_s=0.01, **options
-    )
+    client = GisSource(wfs_base_url=server.url, wfs_api_key=server.config.api_key, backoff_base_s=0.01, **options)
     client._sleep = waits.append
     return client, waits
 
 
 def test_each_file_format_gives_the_same_features_in_its_own_crs(files, sim):
-    root, written = files
+    _, written = files
     expected = list(sim.layer("meters")["meter_id"])
     crs = {}
     for fmt in ("geojson", "shapefile", "gpkg"):
