@@ -91,7 +91,7 @@ def _layer_asset(layer: str) -> dg.AssetsDefinition:
 
 def load_layer(context: dg.AssetExecutionContext, gis: GisSource, lake: Lake, layer: str) -> dg.MaterializeResult:
     """Read, repair, measure, type and write one layer for the week in progress."""
-    from quality.gis import metric_measures, repair_geometries
+    from quality.gis import metric_measures, repair_geometries, slivers
 
     table = LAYER_TABLES[layer]
     window = context.partition_time_window
@@ -111,11 +111,17 @@ def load_layer(context: dg.AssetExecutionContext, gis: GisSource, lake: Lake, la
     repaired = repair_geometries(source, layer)
     kept = repaired.frame.reset_index(drop=True)
     measures = metric_measures(kept)
+    tiny = slivers(kept, measures, layer)
+    if tiny:
+        small = {row for row, _ in tiny}
+        keep = ~kept["source_row"].isin(small)
+        kept, measures = kept[keep].reset_index(drop=True), measures.filter(pl.Series(keep.to_list()))
+    geometry_rejected = sorted([*repaired.rejects, *tiny])
     rows = _contract_rows(kept, measures, layer, window.start)
     windows = time_windows(weekly, window.start, window.end)
     typed = conform(rows, table, source=SOURCE, partition_key=label, partitions=windows)
     source_rows = kept["source_row"].tolist()
-    geometry_rejects = _geometry_rejects(source, repaired.rejects, table, label, window.start)
+    geometry_rejects = _geometry_rejects(source, geometry_rejected, table, label, window.start)
     remapped = typed.rejects.with_columns(
         pl.col("row_number").map_elements(lambda i: source_rows[i], return_dtype=pl.Int64)
     )
@@ -136,7 +142,7 @@ def load_layer(context: dg.AssetExecutionContext, gis: GisSource, lake: Lake, la
         "stored_crs": "EPSG:4326",
         "pages": read.pages,
         "geometries_repaired": int(frame["geometry_repaired"].sum()) if frame.height else 0,
-        "geometries_rejected": len(repaired.rejects),
+        "geometries_rejected": len(geometry_rejected),
         "reject_reasons": json.dumps(loaded.reasons()),
         "preview": common.preview(frame.drop("geometry")),
     }

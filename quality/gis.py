@@ -8,6 +8,7 @@ file and the layer):
 - ``repair_geometries``: invalid geometries are repaired with ``shapely.make_valid`` when the result stays in
   the layer's geometry family (a bow-tie polygon becomes its two lobes), and rejected with the reason
   otherwise (a polygon collapsing to a line, a point in a pipe layer, an empty geometry);
+- ``slivers``: boundary polygons that are valid but cover under 1 m² are rejected;
 - ``utm_epsg`` and ``metric_measures``: lengths and areas in UTM 47N, or 48N east of 102°E (shared/DOMAIN.md);
 - ``join_meters``, ``dma_overlaps`` and ``pipe_length_per_dma``: the meter-to-DMA join, the DMAs that overlap
   each other and the mains per DMA.
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 ZONE_48_FROM_LON = 102.0
 # Shared ground below this is digitising noise along a common boundary, not an overlap.
 OVERLAP_TOLERANCE_M2 = 1.0
+# A boundary polygon smaller than this has no ground to speak of.
+MIN_POLYGON_AREA_M2 = 1.0
 
 _FAMILIES = {
     "polygon": ("Polygon", "MultiPolygon"),
@@ -179,6 +182,25 @@ def metric_measures(frame: "gpd.GeoDataFrame") -> pl.DataFrame:
         },
         schema_overrides={"utm_epsg": pl.Int64},
     )
+
+
+def slivers(frame: "gpd.GeoDataFrame", measures: pl.DataFrame, layer: str) -> list[tuple[int, str]]:
+    """Valid polygons of a boundary layer with (almost) no area in UTM, as (source row, reason): a ring
+    that is valid only because reprojection bent a straight line is a sliver, not a boundary."""
+    if GEOMETRY_FAMILY[layer] != "polygon" or measures.height == 0:
+        return []
+    found = []
+    for position, area_km2 in enumerate(measures["area_km2"].to_list()):
+        if area_km2 * 1e6 < MIN_POLYGON_AREA_M2:
+            row = int(frame["source_row"].iloc[position])
+            found.append(
+                (
+                    row,
+                    f"polygon covers {area_km2 * 1e6:.3g} m² in UTM, under {MIN_POLYGON_AREA_M2:.0f} m²: "
+                    "a sliver, not a boundary",
+                )
+            )
+    return found
 
 
 def to_geodataframe(frame: pl.DataFrame, column: str = "geometry") -> "gpd.GeoDataFrame":

@@ -321,9 +321,11 @@ def _build_map(config: GisConfig) -> _Map:
         {"dma_id": d["dma_id"], "name": d["name"], "zone": d["zone"], "geometry": drawn[d["dma_id"]]} for d in details
     ]
     if "collapsed_polygon" in defects:
-        # A planned extension whose ring runs along one straight line: no area, nothing to repair.
+        # A planned extension whose ring runs out along a line and back over the same points: no area in
+        # any CRS (a retraced line stays one after reprojection), nothing to repair.
         cx, cy = centres[-1]
-        line = [(cx + 3 * radius[-1], cy), (cx + 4 * radius[-1], cy), (cx + 5 * radius[-1], cy)]
+        line = [(cx + 3 * radius[-1], cy), (cx + 4 * radius[-1], cy + radius[-1]), (cx + 5 * radius[-1], cy)]
+        line = [*line, line[1]]
         dma_rows.append(
             {
                 "dma_id": f"DMA-{n + 1:04d}",

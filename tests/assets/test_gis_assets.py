@@ -297,3 +297,24 @@ def test_a_past_week_cannot_be_snapshotted(tmp_path, gis_instance):
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "a past week's map cannot be read again" in failure.step_failure_data.error.message
+
+
+def test_wfs_boundaries_in_wgs84_are_repaired_and_rejected_like_the_files(wfs_server, tmp_path, gis_instance):
+    lake = Lake(root=str(tmp_path / "lake"))
+    client = GisSource(wfs_base_url=wfs_server.url, wfs_api_key=wfs_server.config.api_key)
+    wfs_server.simulator.faults.clear()
+    result = dg.materialize(
+        ASSETS,
+        selection=[gis_assets.LAYER_KEYS["dma_boundaries"]],
+        partition_key=WEEK,
+        resources={"lake": lake, "gis": client},
+        instance=gis_instance,
+    )
+    meta = metadata_of(result, "dma_boundaries")
+    assert (meta["rows_received"], meta["rows_written"], meta["rows_rejected"]) == (6, 5, 1)
+    assert meta["geometries_repaired"] == 1 and meta["source_crs"] == "EPSG:4326"
+    truth = wfs_server.simulator.ground_truth()["dmas"]["DMA-0005"]
+    area = lake.read(DMA_BOUNDARIES).filter(pl.col("dma_id") == "DMA-0005")["area_km2"][0]
+    assert area == pytest.approx(truth.area / 1e6, rel=1e-4)  # repaired in EPSG:4326, measured in UTM
+    [reject] = lake.read(rejects_table(DMA_BOUNDARIES)).rows(named=True)
+    assert json.loads(reject["raw_payload"])["properties"]["dma_id"] == "DMA-0006"

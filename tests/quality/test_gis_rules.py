@@ -140,3 +140,16 @@ def test_pipe_length_counts_only_what_lies_inside_each_boundary():
     assert lengths["DMA-A"][0] == pytest.approx(500.0, abs=0.05) and lengths["DMA-A"][1] == 1
     assert lengths["DMA-B"][0] == pytest.approx(1100.0, abs=0.05)
     assert lengths["DMA-C"] == (pytest.approx(300.0, abs=0.05), 1)
+
+
+def test_a_valid_polygon_without_area_is_a_sliver_reject():
+    from quality.gis import slivers
+
+    # Straight in UTM, bent a hair by reprojection: valid in EPSG:4326 yet with no ground to speak of.
+    thin = Polygon([(X0, Y0), (X0 + 500, Y0 + 1e-4), (X0 + 1000, Y0), (X0, Y0)])
+    real = shapely.box(X0, Y0, X0 + 100, Y0 + 100)
+    data = frame([real, thin], dma_id=["DMA-A", "DMA-B"]).to_crs(4326)
+    data["source_row"] = [0, 1]
+    [(row, reason)] = slivers(data, metric_measures(data), "dma_boundaries")
+    assert row == 1 and reason.endswith("a sliver, not a boundary")
+    assert slivers(data, metric_measures(data), "pipes") == []
