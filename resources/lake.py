@@ -13,6 +13,10 @@ Layout under the root (a path, or ``s3://bucket/prefix``; see ``resources/storag
 - static partitions: the same below ``<layer>/<table>/<static column>=<key>/`` (a plant, a region).
 - snapshots (tables replaced whole): ``<layer>/<table>/snapshot.parquet`` (or under the static key).
 
+A table with a geometry column (``Column(geometry=True, crs=...)``, WKB) is written as GeoParquet 1.1:
+the file metadata's ``geo`` key names the column, its encoding, geometry types and CRS (PROJJSON), so
+GeoPandas, GDAL and DuckDB read the column as geometry.
+
 ``date=`` folders stay Hive-style for analysts and DuckDB. Every write replaces whole files atomically
 (a temporary file renamed into place locally, a single PUT on object storage), so a reader sees the
 old partition or the new one, two runs writing different partitions never wait on each other, and the
