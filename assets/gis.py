@@ -15,7 +15,7 @@ week already in the lake.
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -186,6 +186,13 @@ def _native(value: Any) -> Any:
     """A source value as conform reads it: missing (None, NaN) as None, numpy scalars as Python ones."""
     if value is None:
         return None
+    if isinstance(value, datetime):  # GDAL reads a GeoJSON "YYYY-MM-DD" text as a date-time (pandas Timestamp)
+        if value != value:  # NaT
+            return None
+        plain = value.tzinfo is None and (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0)
+        return value.date().isoformat() if plain else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):

@@ -318,3 +318,26 @@ def test_wfs_boundaries_in_wgs84_are_repaired_and_rejected_like_the_files(wfs_se
     assert area == pytest.approx(truth.area / 1e6, rel=1e-4)  # repaired in EPSG:4326, measured in UTM
     [reject] = lake.read(rejects_table(DMA_BOUNDARIES)).rows(named=True)
     assert json.loads(reject["raw_payload"])["properties"]["dma_id"] == "DMA-0006"
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "shapefile"])
+def test_geojson_and_shapefile_layers_land_typed(fmt, tmp_path, gis_instance):
+    simulator = GisSimulator(GisConfig(dmas=2, meters_per_dma=3, defects=frozenset()))
+    written = simulator.write_files(tmp_path / "files", [fmt])[fmt]
+    lake = Lake(root=str(tmp_path / "lake"))
+    layers = ["meters", "facilities", "pipes"]
+    result = dg.materialize(
+        ASSETS,
+        selection=[gis_assets.LAYER_KEYS[layer] for layer in layers],
+        partition_key=WEEK,
+        resources={"lake": lake, "gis": GisSource(layer_files={k: str(v) for k, v in written.items()})},
+        instance=gis_instance,
+    )
+    for layer in layers:
+        meta = metadata_of(result, layer)
+        assert meta["rows_rejected"] == 0 and meta["rows_written"] == len(simulator.layer(layer)), (layer, meta)
+    meters = lake.read(METERS)
+    assert meters["installed_on"].null_count() == 0 and meters["installed_on"].dtype == pl.Date
+    tanks = lake.read(gis_assets.LAYER_TABLES["facilities"]).filter(pl.col("kind") == "tank")
+    assert tanks["capacity_m3"].null_count() == 0 and tanks["design_flow_m3h"].null_count() == tanks.height
+    assert lake.read(PIPES)["diameter_mm"].dtype == pl.Int64
