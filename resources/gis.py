@@ -117,7 +117,10 @@ class GisSource(dg.ConfigurableResource):
         if self.wfs_base_url:
             return f"{self.wfs_base_url.rstrip('/')}{WFS_PATH.format(layer=layer)}"
         if self.files_dir:
-            return str(self._find_file(layer)[0])
+            try:
+                return str(self._find_file(layer)[0])
+            except SourceError:
+                return f"{self.files_dir} (no file found for it)"
         return "nowhere (set GIS_WFS_BASE_URL or GIS_FILES_DIR)"
 
     def read_layer(self, layer: str) -> LayerRead:

@@ -118,6 +118,15 @@ def test_429_is_waited_out_as_retry_after_says(server, sim):
     assert sim.stats.snapshot()[("/wfs/meters", 429)] == 1
 
 
+def test_a_rate_limited_backfill_is_slowed_down_not_failed(server, sim):
+    client, waits = wfs(server, page_size=100)
+    sim.inject("rate_limited", "/wfs/pipes", count=20, share=0.5, retry_after=2)
+    read = client.read_layer("pipes")
+    assert len(read.frame) == len(sim.layer("pipes"))
+    refused = sim.stats.snapshot()[("/wfs/pipes", 429)]
+    assert refused >= 3 and waits.count(2) >= 1 and client.rate_limit_waits >= refused
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_server_errors_are_retried(server, sim, status):
     client, waits = wfs(server)
