@@ -91,6 +91,8 @@ def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ..
                 "views": published.views,
                 "tables_without_data": ", ".join(published.empty_tables) or "none",
                 "size_kb": round(published.bytes / 1024, 1),
+                # GEOMETRY views need DuckDB spatial at publish time; WKB columns are there either way.
+                "spatial_views": published.spatial,
                 "open_with": (
                     f"resources.catalog.open_catalog({published.path!r}, lake)  # the lake is in a bucket"
                     if "://" in lake.root

@@ -16,6 +16,7 @@ import polars as pl
 from assets import source_assets as common
 from assets.partitions import hourly
 from contracts.dmama import DMAS, DMAS_KEY
+from contracts.gis import DMA_NETWORK as GIS_DMA_NETWORK
 from contracts.weather import FORECASTS, FORECASTS_KEY, OBSERVATIONS
 from quality.conform import Conformed, conform, rejects_table
 from resources.lake import Lake, LakeTable, time_windows
@@ -132,16 +133,28 @@ def observations(context: dg.AssetExecutionContext, weather: WeatherClient, lake
 
 
 def _locations(context: dg.AssetExecutionContext, lake: Lake) -> list[tuple[str, float, float]]:
-    """(location_id, latitude, longitude) for every DMA with a location; fails if the list is empty."""
-    dmas = lake.read(DMAS).filter(pl.col("latitude").is_not_null() & pl.col("longitude").is_not_null())
+    """(location_id, latitude, longitude) for every DMA: the centroid of its GIS boundary (the latest weekly
+    snapshot of marts.gis_dma_network) when the map has the DMA, else DMAMA's coordinates; fails if none."""
+    dmas = (
+        lake.read(DMAS)
+        .filter(pl.col("latitude").is_not_null() & pl.col("longitude").is_not_null())
+        .select("dma_id", "latitude", "longitude")
+    )
+    network = lake.read(GIS_DMA_NETWORK)
+    if network.height:
+        centroids = network.filter(pl.col("snapshot_week") == pl.col("snapshot_week").max()).select(
+            "dma_id", latitude="centroid_latitude", longitude="centroid_longitude"
+        )
+        dmas = pl.concat([centroids, dmas.join(centroids, on="dma_id", how="anti")]).sort("dma_id")
     if dmas.height == 0:
         raise dg.Failure(
             description=(
                 f"weather for partition {common.partition_label(context)}: no DMA with a location in "
-                f"{DMAS.layer}.{DMAS.name}; materialize dmama/dmas first."
+                f"{DMAS.layer}.{DMAS.name} or {GIS_DMA_NETWORK.layer}.{GIS_DMA_NETWORK.name}; materialize "
+                "dmama/dmas (or the GIS map) first."
             )
         )
-    return list(dmas.select("dma_id", "latitude", "longitude").iter_rows())
+    return list(dmas.iter_rows())
 
 
 def _owm_row(location_id: str, issued: Any, item: Any) -> dict[str, Any]:

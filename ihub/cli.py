@@ -9,6 +9,7 @@ import warnings
 # Every simulator but DMAMA's: name -> (module under simulators/ with a main(argv), what it serves).
 SIMULATORS: dict[str, tuple[str, str]] = {
     "billing": ("billing", "the billing system (JWT, DMAMA's customers and meters)"),
+    "gis": ("gis", "the network map as files and a WFS-like endpoint"),
     "historian": ("historian", "the SCADA historian"),
     "markets": ("markets", "tariffs, holidays, fuel, exchange rates and cement prices"),
     "modbus": ("modbus", "pump stations and machines on Modbus TCP"),

@@ -107,6 +107,35 @@ def _billing_steps(now: datetime, options: DemoOptions) -> list[Step]:
     ]
 
 
+def _serve_gis(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    from orchestration.settings import data_dir
+    from simulators.gis import GisConfig, GisSimulator, credentials_env
+    from simulators.http_server import serve_simulator
+
+    # Bad geometry the map repairs or rejects; the spatial defects (meters outside, overlaps) would fail checks.
+    config = GisConfig(
+        dmas=options.dmas,
+        meters_per_dma=options.meters_per_dma,
+        defects=frozenset({"bow_tie", "collapsed_polygon", "missing_crs"}),
+    )
+    simulator = GisSimulator(config)
+    files = data_dir() / "gis-files"
+    simulator.write_files(files)
+    server = stack.enter_context(serve_simulator(simulator))
+    return f"{server.url}/wfs/{{layer}} (files in {files})", credentials_env(server.url, config, files)
+
+
+def _gis_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.gis import weekly
+
+    week = weekly.get_partition_key_for_timestamp(now.timestamp())
+    return [
+        Step(
+            f"network map, week of {week} (weather stations move to its DMA centroids)", "gis_weekly_job", (week, week)
+        )
+    ]
+
+
 def _serve_markets(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
     from simulators.markets import MarketsConfig, credentials_env, serve_markets
 
@@ -193,11 +222,12 @@ def _erp_steps(now: datetime, options: DemoOptions) -> list[Step]:
     ]
 
 
-# In order: a source whose assets read another's tables comes after it (weather places its stations
-# at DMAMA's DMA coordinates).
+# In order: a source whose assets read another's tables comes after it (billing and the GIS join DMAMA's
+# meters; weather places its stations at the GIS's DMA centroids, or DMAMA's coordinates).
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("dmama", _serve_dmama, _dmama_steps),
     DemoSource("billing", _serve_billing, _billing_steps),
+    DemoSource("gis", _serve_gis, _gis_steps),
     DemoSource("markets", _serve_markets, _markets_steps),
     DemoSource("weather", _serve_weather, _weather_steps),
     DemoSource("erp", _serve_erp, _erp_steps),

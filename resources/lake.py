@@ -13,6 +13,10 @@ Layout under the root (a path, or ``s3://bucket/prefix``; see ``resources/storag
 - static partitions: the same below ``<layer>/<table>/<static column>=<key>/`` (a plant, a region).
 - snapshots (tables replaced whole): ``<layer>/<table>/snapshot.parquet`` (or under the static key).
 
+A table with a geometry column (``Column(geometry=True, crs=...)``, WKB) is written as GeoParquet 1.1:
+the file metadata's ``geo`` key names the column, its encoding, geometry types and CRS (PROJJSON), so
+GeoPandas, GDAL and DuckDB read the column as geometry.
+
 ``date=`` folders stay Hive-style for analysts and DuckDB. Every write replaces whole files atomically
 (a temporary file renamed into place locally, a single PUT on object storage), so a reader sees the
 old partition or the new one, two runs writing different partitions never wait on each other, and the
@@ -21,8 +25,11 @@ same rows give the same bytes. A partition with no rows is written as an empty f
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -250,7 +257,7 @@ class Lake(dg.ConfigurableResource):
             rows = by_slot[index] if index in by_slot else table.empty()
             window = dg.TimeWindow(start, end)
             key = self.partition_key(table, window, static_key)
-            paths.append(self.storage.write(key, _encode(rows)))
+            paths.append(self.storage.write(key, _encode(rows, table)))
             folders.add(key.rsplit("/", 1)[0])
         self._remove_legacy_names(spans, folders)
         return Written(table, tuple(paths), frame)
@@ -259,14 +266,14 @@ class Lake(dg.ConfigurableResource):
         """Replace the file of one processing window (e.g. a SCADA receive window), whatever the rows'
         own timestamps: late points belong to the window that received them."""
         frame = table.conform(frame)
-        path = self.storage.write(self._window_key(table, start), _encode(frame))
+        path = self.storage.write(self._window_key(table, start), _encode(frame, table))
         return Written(table, (path,), frame)
 
     def replace_snapshot(self, table: LakeTable, frame: pl.DataFrame, *, static_key: str | None = None) -> Written:
         """Replace a whole slowly changing table (a catalogue), or one static partition of it, at once."""
         frame = table.conform(frame)
         self._check_static(table, frame, static_key)
-        path = self.storage.write(f"{self.table_key(table, static_key)}/snapshot.parquet", _encode(frame))
+        path = self.storage.write(f"{self.table_key(table, static_key)}/snapshot.parquet", _encode(frame, table))
         return Written(table, (path,), frame)
 
     def _check_static(self, table: LakeTable, frame: pl.DataFrame, static_key: str | None) -> None:
@@ -399,8 +406,47 @@ def _describe(spans: list[tuple[datetime, datetime]]) -> str:
     return f"{len(spans)} from {first[0]:%Y-%m-%dT%H:%M}Z to {last[1]:%Y-%m-%dT%H:%M}Z"
 
 
-def _encode(frame: pl.DataFrame) -> bytes:
+def _encode(frame: pl.DataFrame, table: LakeTable) -> bytes:
     # No timestamp goes into the footer, so the same rows always give the same bytes.
     buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression=_PARQUET_COMPRESSION, statistics=True)
+    geo = geoparquet_metadata(table, frame)
+    frame.write_parquet(
+        buffer, compression=_PARQUET_COMPRESSION, statistics=True, metadata={"geo": geo} if geo else None
+    )
     return buffer.getvalue()
+
+
+# WKB geometry type codes (ISO, 2D) and the GeoParquet names for them.
+_WKB_TYPES = {1: "Point", 2: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}
+
+
+def geoparquet_metadata(table: LakeTable, frame: pl.DataFrame) -> str | None:
+    """The GeoParquet 1.1 ``geo`` key for a table with geometry columns (None without any).
+
+    Geometry columns hold WKB (``Column(geometry=True, crs=...)``); the key names each one's encoding, the
+    geometry types present and its CRS as PROJJSON, so GeoPandas (``read_parquet``), GDAL and DuckDB
+    spatial read the files as geometries. The first geometry column is the primary one.
+    """
+    columns = [c for c in table.columns if c.geometry]
+    if not columns:
+        return None
+    described = {}
+    for column in columns:
+        kinds = set()
+        for value in frame.get_column(column.name).drop_nulls().to_list():
+            order = "<" if value[0] == 1 else ">"
+            code = struct.unpack(f"{order}I", value[1:5])[0] % 1000
+            kinds.add(_WKB_TYPES.get(code, "Unknown"))
+        entry: dict = {"encoding": "WKB", "geometry_types": sorted(kinds - {"Unknown"})}
+        if column.crs:
+            entry["crs"] = _projjson(column.crs)
+        described[column.name] = entry
+    return json.dumps({"version": "1.1.0", "primary_column": columns[0].name, "columns": described}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _projjson(crs: str) -> dict:
+    """PROJJSON of a CRS such as ``EPSG:4326`` (pyproj, imported only for tables that carry geometry)."""
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).to_json_dict()

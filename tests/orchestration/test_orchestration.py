@@ -253,9 +253,11 @@ def test_ihub_demo_runs_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # The catalog is the last step, after every source's jobs; each source gets its summary line.
     assert re.search(r"\[(\d+)/\1\] analyst catalog", out.stdout), out.stdout[-3000:]
-    for source in ("dmama", "markets", "weather", "erp"):
+    # Rejects are expected where a simulator sends bad data on purpose (met sentinels, a collapsed polygon).
+    for source in ("dmama", "billing", "gis", "markets", "weather", "erp"):
         line = next(line for line in out.stdout.splitlines() if re.match(rf"\s+{source}\s+\d+ assets", line))
-        assert re.search(r"[1-9][\d,]* rows written\s+0 rejected", line), line
+        written = re.search(r"([\d,]+) rows written\s+[\d,]+ rejected\s+checks (\d+)/(\d+) passed", line)
+        assert written and int(written[1].replace(",", "")) > 0 and written[2] == written[3], line
     assert " 0 failed" in out.stdout
     catalog_file = tmp_path / "data" / "catalog" / "ihub.duckdb"
     assert str(catalog_file) in out.stdout
