@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import random
@@ -168,7 +169,7 @@ def _bisect(values: Sequence[float], x: float) -> int:
 
 def _cumulative(points: Sequence[tuple[float, float]]) -> tuple[float, ...]:
     total, out = 0.0, [0.0]
-    for (a_lat, a_lon), (b_lat, b_lon) in zip(points, points[1:], strict=False):
+    for (a_lat, a_lon), (b_lat, b_lon) in itertools.pairwise(points):
         total += haversine_km(a_lat, a_lon, b_lat, b_lon)
         out.append(total)
     return tuple(out)
@@ -452,9 +453,9 @@ class FleetSimulator:
                 if silent_from is not None and (ts >= silent_until or near_plant):
                     result.dropouts.append((truck_id, silent_from, ts))
                     silent_from = None
-                if silent_from is None and sample.driving and not near_plant:
-                    if noise.random() < c.dropouts_per_driving_hour * c.interval_s / 3600:
-                        silent_from, silent_until = ts, ts + timedelta(seconds=noise.uniform(*c.dropout_s))
+                coverage_lost = noise.random() < c.dropouts_per_driving_hour * c.interval_s / 3600
+                if silent_from is None and sample.driving and not near_plant and coverage_lost:
+                    silent_from, silent_until = ts, ts + timedelta(seconds=noise.uniform(*c.dropout_s))
                 if silent_from is not None:
                     result.dropped += 1
                 else:
