@@ -12,7 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
-from orchestration import dmama, markets, scada, weather
+from orchestration import dmama, fleet, markets, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -24,6 +24,7 @@ SOURCES = (
     scada.defs,
     weather.defs,
     markets.defs,
+    fleet.defs,
 )
 
 
