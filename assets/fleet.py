@@ -31,6 +31,9 @@ from resources.yaml_files import ConfigError
 SOURCE = "fleet"
 # Trips longer than this are not looked for across days: the positions read for a day start this early.
 LONGEST_TRIP = timedelta(days=1)
+# Out of a plant's geofence and back in within this, with no other plant between: the road skirts the
+# fence (one visit), not a truck that turned back (a departure that came back, refused).
+SKIRTING = timedelta(minutes=20)
 
 
 def _common(table: LakeTable) -> dict:
@@ -171,8 +174,8 @@ def derive_trips(track: pl.DataFrame, fences: pl.DataFrame, unloaded_below_t: fl
     """(trips, refused departures) in a truck track (``raw.fleet_positions`` rows, any span).
 
     Each fix is placed in the nearest geofence whose radius holds it. A *visit* is a run of fixes in one
-    plant's geofence (a road that skirts the fence, leaving and re-entering with no other plant between,
-    stays one visit; a dropout inside a visit does not split it, whatever its length). A visit whose last
+    plant's geofence (a road that skirts the fence, out and back in within ``SKIRTING``, stays one visit;
+    a dropout inside a visit does not split it, whatever its length). A visit whose last
     fix carries ``unloaded_below_t`` or more is a loaded departure; it becomes a trip at the first later
     visit of another plant where a fix carries less (loaded visits in between are plants passed on the
     way). A departure that reaches its own origin again first is refused, with the reason; one still on
@@ -203,7 +206,7 @@ def derive_trips(track: pl.DataFrame, fences: pl.DataFrame, unloaded_below_t: fl
     for (truck,), fixes in ordered.group_by(["truck_id"], maintain_order=True):
         ts, plants = fixes["ts"].to_list(), fixes["plant_id"].to_list()
         loads, km = fixes["load_t"].to_list(), fixes["track_km"].to_list()
-        visits = _visits(plants, loads, unloaded_below_t)
+        visits = _visits(ts, plants, loads, unloaded_below_t)
         k = 0
         while k < len(visits):
             origin = visits[k]
@@ -254,14 +257,19 @@ def derive_trips(track: pl.DataFrame, fences: pl.DataFrame, unloaded_below_t: fl
     return TRIPS.conform(frame), refused
 
 
-def _visits(plants: list, loads: list, unloaded_below_t: float) -> list[dict]:
-    """Runs of fixes in one plant's geofence; runs of the same plant with no other plant between are one."""
+def _visits(ts: list, plants: list, loads: list, unloaded_below_t: float) -> list[dict]:
+    """Runs of fixes in one plant's geofence; two runs of one plant less than ``SKIRTING`` apart are one."""
     visits: list[dict] = []
     for i, plant in enumerate(plants):
         if plant is None:
             continue
         unloaded = loads[i] is not None and loads[i] < unloaded_below_t
-        if visits and visits[-1]["plant"] == plant:
+        last = visits[-1] if visits else None
+        if (
+            last is not None
+            and last["plant"] == plant
+            and (last["last"] == i - 1 or ts[i] - ts[last["last"]] < SKIRTING)
+        ):
             visits[-1]["last"] = i
             visits[-1]["unloaded"] = visits[-1]["unloaded"] or unloaded
         else:
