@@ -22,11 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Serve a simulator of an external system on loopback until interrupted, printing where it listens "
             "and the environment variables that point the hub at it. dmama: the DMA management API; historian: "
             "the SCADA historian; modbus: pump stations and machines on Modbus TCP; opcua: the pump station "
-            "on OPC UA; scada: the MQTT protocol gateway publishing 5 units. Options after the name go to "
+            "on OPC UA; scada: the MQTT protocol gateway publishing 5 units; fleet: clinker trucks publishing "
+            "GPS, speed, load and fuel on fleet/{truck_id}/telemetry. Options after the name go to "
             "that simulator (try: ihub simulate modbus --help)."
         ),
     )
-    simulate.add_argument("source", choices=["dmama", "historian", "modbus", "opcua", "scada"])
+    simulate.add_argument("source", choices=["dmama", "historian", "modbus", "opcua", "scada", "fleet"])
     simulate.add_argument("options", nargs=argparse.REMAINDER, help="options of that simulator")
 
     collect = commands.add_parser(
@@ -138,7 +139,13 @@ def _simulate(source: str, options: list[str]) -> int:
 
         main_serve(host=args.host, port=args.port, dmas=args.dmas, meters_per_dma=args.meters_per_dma, seed=args.seed)
         return 0
-    module = {"historian": "historian", "modbus": "modbus", "opcua": "opcua", "scada": "scada_gateway"}[source]
+    module = {
+        "historian": "historian",
+        "modbus": "modbus",
+        "opcua": "opcua",
+        "scada": "scada_gateway",
+        "fleet": "fleet",
+    }[source]
     import importlib
 
     importlib.import_module(f"simulators.{module}").main(options)
