@@ -227,7 +227,7 @@ def derive_trips(track: pl.DataFrame, fences: pl.DataFrame, unloaded_below_t: fl
                             "load_t": loads[departure],
                             "reason": f"left {origin['plant']} loaded ({loads[departure]:.1f} t) at "
                             f"{ts[departure]:%Y-%m-%dT%H:%M}Z and was back there at {ts[stop['first']]:%H:%M}Z "
-                            f"without unloading elsewhere"
+                            f"without unloading at another plant"
                             + (f" (passed {', '.join(passed)} loaded)" if passed else ""),
                         }
                     )

@@ -249,7 +249,7 @@ def test_a_loaded_truck_that_comes_back_without_unloading_is_refused_with_the_re
     assert trips.height == 0
     [reason] = [r["reason"] for r in refused]
     assert reason.startswith("left IU01 loaded (30.0 t) at 2026-03-01T06:")
-    assert reason.endswith("without unloading elsewhere")
+    assert reason.endswith("without unloading at another plant")
 
 
 def test_a_day_with_nothing_published_fails_naming_the_spool(tmp_path, lake, instance):
