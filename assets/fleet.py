@@ -80,7 +80,16 @@ def positions(
     loaded = conform(rows, POSITIONS, source=SOURCE, partition_key=label, partitions=days)
     frame = loaded.frame
     off_globe = frame.filter(~pl.col("lat").is_between(-90, 90) | ~pl.col("lon").is_between(-180, 180))
-    jumps = teleports(frame.join(off_globe, on=list(POSITIONS.key), how="anti"), fleet.teleport_speed_kmh)
+    # Each truck's first fix of the day is judged against its last good fix of the day before, when landed.
+    anchors = (
+        lake.read(POSITIONS, window.start - LONGEST_TRIP, window.start)
+        .sort("ts")
+        .group_by("truck_id", maintain_order=True)
+        .last()
+        .select("truck_id", "ts", "lat", "lon")
+    )
+    judged = frame.join(off_globe, on=list(POSITIONS.key), how="anti").select("truck_id", "ts", "lat", "lon")
+    jumps = teleports(pl.concat([anchors, judged]), fleet.teleport_speed_kmh)
     position_of = {(row["truck_id"], row["_ts_us"]): n for n, row in reversed(list(enumerate(day_rows)))}
     extra = _rejects(
         [

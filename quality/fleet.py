@@ -103,8 +103,9 @@ def teleports(positions: pl.DataFrame, max_speed_kmh: float) -> pl.DataFrame:
     Walked in time order per truck: a jump is judged against the last fix that was *not* a jump, so the
     fix after a one-off glitch (which is back where the truck is) is kept. Returns ``truck_id``, ``ts``,
     ``implied_kmh``, ``jump_km`` and ``reason`` for each jump. The first fix of a truck is trusted (a
-    jump needs a fix to jump from) unless it was the glitch: when ``REANCHOR_AFTER`` fixes in a row are
-    consistent with each other but not with the last good fix, they are where the truck is, and are kept.
+    jump needs a fix to jump from; callers put the truck's last good fix before the rows they judge) unless
+    it was the glitch: when ``REANCHOR_AFTER`` fixes in a row are consistent with each other but not with
+    the last good fix, they are where the truck is, and are kept.
     """
     found: dict[str, list] = {"truck_id": [], "ts": [], "implied_kmh": [], "jump_km": [], "reason": []}
     ordered = positions.select("truck_id", "ts", "lat", "lon").sort("truck_id", "ts")

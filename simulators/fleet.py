@@ -595,7 +595,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
-    parser.add_argument("--embedded", action="store_true", help="start a local broker (Mosquitto or amqtt) first")
     parser.add_argument("--trucks", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--interval-s", type=int, default=30, help="seconds between a truck's fixes")
@@ -613,13 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = now.replace(second=0, microsecond=0)
     config = FleetConfig(trucks=args.trucks, seed=args.seed, interval_s=args.interval_s)
     day = FleetSimulator(config).day(start, start + timedelta(hours=args.hours))
-    broker = None
     host, port = args.host, args.port
-    if args.embedded:
-        from simulators.mqtt_broker import start_local_broker
-
-        broker = start_local_broker(port=args.port if args.port != 1883 else 0)
-        host, port = broker.host, broker.port
     print(
         f"fleet: {config.trucks} trucks, {len(day.messages):,} messages from {start:%Y-%m-%dT%H:%MZ} for "
         f"{args.hours:g} h to {host}:{port} (speedup {args.speedup:g}); ground truth: {len(day.trips)} trips, "
@@ -631,9 +624,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sent = publish(day.messages, host, port, speedup=args.speedup or None, start=start)
     except KeyboardInterrupt:
         return 0
-    finally:
-        if broker is not None:
-            broker.close()
     print(f"fleet: published {sent:,} messages", flush=True)
     return 0
 

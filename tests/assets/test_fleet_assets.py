@@ -84,9 +84,9 @@ def resources(spool: Path, lake: Lake, **settings) -> dict:
     return {"scada_spool": ScadaWindows(root=str(spool)), "fleet": FleetSettings(**settings), "lake": lake}
 
 
-def land(spool: Path, lake: Lake, instance, key: str = KEY, checks: bool = False, **settings):
+def land(spool: Path, lake: Lake, instance, key: str = KEY, checks: bool = False, trips: bool = True, **settings):
     result = dg.materialize(
-        [fleet.positions, fleet.trips, *(fleet_checks(daily) if checks else [])],
+        [fleet.positions, *([fleet.trips] if trips else []), *(fleet_checks(daily) if checks else [])],
         partition_key=key,
         resources=resources(spool, lake, **settings),
         instance=instance,
@@ -201,7 +201,7 @@ def test_rerunning_a_partition_replaces_it(landed, instance):
 
 
 def test_the_erps_plants_are_preferred_to_the_geofence_file_once_they_are_in_the_lake(
-    simulated, tmp_path, lake, instance
+    simulated, landed, lake, instance
 ):
     # The ERP names its plants its own way; the fleet must follow the ERP's plant master, not its own file.
     plants = pl.DataFrame(
@@ -213,8 +213,8 @@ def test_the_erps_plants_are_preferred_to_the_geofence_file_once_they_are_in_the
         }
     )
     lake.replace_snapshot(ERP_PLANTS, plants)
-    spool_messages(simulated.messages, tmp_path / "spool")
-    metadata, _ = land(tmp_path / "spool", lake, instance)
+    spool, *_ = landed  # the same published windows, read into a lake of its own
+    metadata, _ = land(spool, lake, instance)
 
     trips = lake.read(TRIPS).sort("arrived_at", "truck_id")
     assert value(metadata["fleet/trips"], "geofences_from") == "raw.erp_plants"
@@ -266,3 +266,24 @@ def test_a_day_with_nothing_published_fails_naming_the_spool(tmp_path, lake, ins
     message = failure.step_failure_data.error.message
     assert "fleet: no window received between 2026-03-01T00:00Z and 2026-03-02T06:00Z" in message
     assert str(tmp_path / "spool") in message
+
+
+def test_the_first_fix_of_a_day_is_judged_against_the_last_good_fix_of_the_day_before(tmp_path, lake, instance):
+    two_days = FleetSimulator(FleetConfig(trucks=2, seed=4, interval_s=120, teleports=0)).day(
+        DAY, DAY + timedelta(days=2)
+    )
+    second = DAY + timedelta(days=1)
+    first_of_day = next(m for m in two_days.messages if m.truck_id == "TRK01" and m.ts >= second)
+    glitch = {**json.loads(first_of_day.payload), "lat": 27.9, "lon": 74.6}  # ~300 km north of anywhere it drives
+    messages = [
+        Message(m.topic, json.dumps(glitch).encode(), m.truck_id, m.ts) if m is first_of_day else m
+        for m in two_days.messages
+    ]
+    spool_messages(messages, tmp_path / "spool")
+    land(tmp_path / "spool", lake, instance, key="2026-03-01", trips=False)
+    land(tmp_path / "spool", lake, instance, key="2026-03-02", trips=False)
+
+    jumps = lake.read(rejects_table(POSITIONS), second, second + timedelta(days=1)).filter(pl.col("field") == "lat,lon")
+    assert jumps.height == 1
+    assert json.loads(jumps["raw_payload"][0])["ts"].startswith(f"{first_of_day.ts:%Y-%m-%dT%H:%M:%S}")
+    assert "from the fix at 23:" in jumps["reason"][0]  # the truck's last fix of the day before

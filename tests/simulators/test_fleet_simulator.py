@@ -26,13 +26,15 @@ def fixes(day, truck: str | None = None) -> list[dict]:
     return [json.loads(m.payload) for m in day.messages if truck is None or m.truck_id == truck]
 
 
-def test_the_same_seed_gives_the_same_day_and_a_new_truck_leaves_the_others_alone(day):
-    again = FleetSimulator(FleetConfig(trucks=6, seed=7, interval_s=30)).day(DAY)
-    assert [m.payload for m in again.messages] == [m.payload for m in day.messages]
-    bigger = FleetSimulator(FleetConfig(trucks=7, seed=7, interval_s=30)).day(DAY)
-    assert [t for t in bigger.trips if t.truck_id != "TRK07"] == day.trips
-    other = FleetSimulator(FleetConfig(trucks=6, seed=8, interval_s=30)).day(DAY)
-    assert [m.payload for m in other.messages] != [m.payload for m in day.messages]
+def test_the_same_seed_gives_the_same_day_and_a_new_truck_leaves_the_others_alone():
+    def morning(trucks: int = 6, seed: int = 7):
+        return FleetSimulator(FleetConfig(trucks=trucks, seed=seed, interval_s=60)).day(DAY, DAY + timedelta(hours=8))
+
+    first = morning()
+    assert [m.payload for m in morning().messages] == [m.payload for m in first.messages]
+    assert first.trips
+    assert [t for t in morning(trucks=7).trips if t.truck_id != "TRK07"] == first.trips
+    assert [m.payload for m in morning(seed=8).messages] != [m.payload for m in first.messages]
 
 
 def test_trucks_carry_clinker_from_integrated_units_to_grinding_units_and_hubs(day):
