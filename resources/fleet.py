@@ -110,11 +110,12 @@ class FleetSettings(dg.ConfigurableResource):
         description="YAML of plant geofences (IHUB_FLEET_GEOFENCES; default resources/fleet_geofences.yaml)",
     )
     teleport_speed_kmh: float = Field(
-        default=150.0, description="a fix implying a faster move than this from the previous good fix is a GPS jump"
+        default=150.0, gt=0, description="a fix implying a faster move from the previous good fix is a GPS jump, km/h"
     )
-    unloaded_below_t: float = Field(default=5.0, description="a truck carrying less than this is unloaded, tonnes")
+    unloaded_below_t: float = Field(default=5.0, gt=0, description="a truck carrying less is unloaded, tonnes")
     late_hours: int = Field(
         default=6,
+        ge=0,
         description="hours after a day's end during which fixes of that day still arrive (units buffering "
         "through a coverage gap): the receive windows read for a day",
     )
