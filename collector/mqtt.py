@@ -7,6 +7,14 @@ a JSON array of such objects, each naming its ``sensor_type``, on ``scada/{unit_
 status (``online``, ``offline``, ``maintenance``, bare or as ``{"status": ...}``) on
 ``scada/{unit_id}/status`` becomes a ``status`` point coded by ``status_codes``.
 
+Fleet telemetry is a second topic family on the same broker and the same spool (``fleet:`` in the
+broker's config, ``fleet/+/telemetry`` by default, the ``+`` level naming the truck): one JSON object per
+GPS fix, ``{"ts": "2026-03-01T08:00:00Z", "lat": 24.88, "lon": 74.62, "speed_kmh": 56.0, "load_t": 30.5,
+"fuel_pct": 71.0}`` (``lat`` and ``lon`` required, the rest optional, ``ts`` the receipt time when
+absent), becomes one point per field with ``source`` ``fleet`` (``collector.points.FLEET_FIELDS``), so it
+is acknowledged, spooled, sealed and published exactly like a SCADA reading; a fix that cannot be read
+goes to the dead-letter file with the reason.
+
 Delivery guarantee (QoS 1, persistent session): paho runs with ``manual_ack=True`` and a message is
 acknowledged only after ``await emit(points)`` returned, i.e. after the points were fsynced in the
 spool. If ``emit`` raises (the spool is full, a disk error), nothing of that batch or of what came
@@ -70,9 +78,20 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.points import BAD, GOOD, QUALITIES, Emit, Point, now_micros, to_micros
+from collector.points import (
+    BAD,
+    FLEET_FIELDS,
+    FLEET_REQUIRED,
+    FLEET_SOURCE,
+    GOOD,
+    QUALITIES,
+    Emit,
+    Point,
+    now_micros,
+    to_micros,
+)
 from resources.retry import RetryPolicy
 
 __all__ = [
@@ -80,6 +99,7 @@ __all__ = [
     "DEFAULT_STATUS_CODES",
     "DEFAULT_UNITS",
     "DeadLetterFile",
+    "FleetTopic",
     "MessageDecoder",
     "MqttBrokerConfig",
     "MqttReader",
@@ -93,6 +113,8 @@ log = logging.getLogger(__name__)
 SOURCE = "mqtt"
 BATCH_SENSOR = "batch"
 STATUS_SENSOR = "status"
+# What the topic cache holds as the "sensor" of a fleet topic: it has a '/', so no SCADA topic level can be it.
+_FLEET_TOPIC = "fleet/telemetry"
 
 DEFAULT_UNITS: dict[str, str] = {
     "temperature": "°C",
@@ -144,6 +166,46 @@ class MqttTls(BaseModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both cert_file and key_file, or neither")
         return self
+
+
+class FleetTopic(BaseModel):
+    """Truck telemetry on this broker: one JSON object per GPS fix, spooled as ``fleet`` points.
+
+    ``topic`` has exactly one ``+`` level, the truck id (``fleet/+/telemetry``). ``fields`` maps each
+    telemetry field (``lat``, ``lon``, ``speed_kmh``, ``load_t``, ``fuel_pct``) to the key the trucks'
+    payload uses for it, for telematics units that say ``latitude``; ``timestamp_key`` likewise.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(default="fleet/+/telemetry", description="topic filter with one + level: the truck id")
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {name: name for name in FLEET_FIELDS},
+        description="telemetry field -> payload key (lat, lon, speed_kmh, load_t, fuel_pct)",
+    )
+    timestamp_key: str = Field(default="ts", min_length=1, description="payload key of the fix's UTC ISO 8601 time")
+
+    @model_validator(mode="after")
+    def _shape(self) -> FleetTopic:
+        levels = self.topic.split("/")
+        if self.topic.startswith("$") or "#" in self.topic or any(not level for level in levels):
+            raise ValueError(f"topic {self.topic!r}: expected levels like fleet/+/telemetry, without # or $")
+        if levels.count("+") != 1:
+            raise ValueError(f"topic {self.topic!r}: expected exactly one + level (the truck id)")
+        return self
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(fields) - set(FLEET_FIELDS))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} unknown; expected some of {', '.join(FLEET_FIELDS)}")
+        # Fields not named keep their own name as the payload key.
+        return {name: fields.get(name, name) for name in FLEET_FIELDS}
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.topic.split("/"))
 
 
 class MqttBrokerConfig(BaseModel):
@@ -202,6 +264,14 @@ class MqttBrokerConfig(BaseModel):
     status_codes: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_STATUS_CODES), description="status text -> value of the status point"
     )
+    fleet: FleetTopic | None = Field(
+        default=None, description="also take truck telemetry from this broker (docs/sources/fleet.md)"
+    )
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Every topic filter the reader subscribes to: the SCADA topics, then the fleet topic if configured."""
+        return [*self.topics, *([self.fleet.topic] if self.fleet is not None else [])]
 
     @model_validator(mode="after")
     def _defaults(self) -> MqttBrokerConfig:
@@ -233,6 +303,7 @@ class MessageDecoder:
         self.units = dict(config.units)
         self.status_codes = dict(config.status_codes)
         self._topics: dict[str, tuple[str, str]] = {}
+        self._fleet = config.fleet
         # Gateways stamp every reading of a poll with the same time: parse each string once.
         self._last_ts: str | None = None
         self._last_ts_us = 0
@@ -245,6 +316,8 @@ class MessageDecoder:
                 return self._batch(unit_id, payload, received_us)
             if sensor == STATUS_SENSOR:
                 return [self._status(unit_id, payload, received_us)], None
+            if sensor is _FLEET_TOPIC:
+                return self._fleet_fix(unit_id, payload, received_us), None
             return [self._single(unit_id, sensor, payload, received_us)], None
         except _Undecodable as reason:
             return [], str(reason)
@@ -253,12 +326,57 @@ class MessageDecoder:
         shape = self._topics.get(topic)
         if shape is None:
             parts = topic.split("/")
-            if len(parts) != 3 or not parts[1] or not parts[2]:
+            truck = self._truck_of(parts)
+            if truck is not None:
+                shape = (truck, _FLEET_TOPIC)
+            elif len(parts) != 3 or not parts[1] or not parts[2]:
                 raise _Undecodable(f"topic {topic!r} is not <prefix>/{{unit_id}}/{{sensor_type}}")
+            else:
+                shape = (parts[1], parts[2])
             if len(self._topics) >= _TOPIC_CACHE_SIZE:
                 self._topics.clear()
-            shape = self._topics[topic] = (parts[1], parts[2])
+            self._topics[topic] = shape
         return shape
+
+    def _truck_of(self, parts: list[str]) -> str | None:
+        """The truck id if the topic is of the fleet family (its + level), else None."""
+        if self._fleet is None:
+            return None
+        levels = self._fleet.levels
+        if len(parts) != len(levels):
+            return None
+        if any(level != "+" and level != part for level, part in zip(levels, parts, strict=True)):
+            return None
+        truck = parts[levels.index("+")]
+        return truck or None
+
+    def _fleet_fix(self, truck: str, payload: bytes, received_us: int) -> list[Point]:
+        """One truck fix: a point per telemetry field present, all at the fix's time."""
+        fleet = self._fleet
+        assert fleet is not None
+        obj = _json(payload)
+        if type(obj) is not dict:
+            raise _Undecodable(f"fleet telemetry must be a JSON object, got {type(obj).__name__}")
+        source_us = self._timestamp(obj.get(fleet.timestamp_key), received_us)
+        points = []
+        for name, key in fleet.fields.items():
+            value = obj.get(key)
+            if value is None:
+                if name in FLEET_REQUIRED:
+                    raise _Undecodable(f"fleet telemetry has no {key!r} (the fix's {name})")
+                continue
+            if type(value) is not float and type(value) is not int:
+                raise _Undecodable(f"fleet telemetry {key!r} = {value!r} is not a number")
+            try:
+                value = float(value)
+            except OverflowError:
+                raise _Undecodable(_not_finite(str(value))) from None
+            if not isfinite(value):
+                raise _Undecodable(_not_finite(repr(value)))
+            points.append(
+                Point(FLEET_SOURCE, self.device, truck, name, value, FLEET_FIELDS[name], GOOD, source_us, received_us)
+            )
+        return points
 
     def _single(self, unit_id: str, sensor: str, payload: bytes, received_us: int) -> Point:
         body = payload.strip()
@@ -863,8 +981,9 @@ class MqttReader:
             session,
         )
         # Subscribing again on a resumed session is harmless and picks up topics added to the config.
-        _, self._topics_mid = client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
-        self._subscriptions = {topic: "pending" for topic in self.config.topics}
+        topics = self.config.subscriptions
+        _, self._topics_mid = client.subscribe([(topic, self.config.qos) for topic in topics])
+        self._subscriptions = {topic: "pending" for topic in topics}
         if self.config.broker_stats:
             # Separately, so a broker that forbids $SYS (an ACL) refuses only this one.
             _, self._stats_mid = client.subscribe([(topic, 0) for topic in BROKER_STATS_TOPICS])
@@ -878,7 +997,7 @@ class MqttReader:
             if refused:
                 log.info("mqtt %s: the broker refused its $SYS counters (%s); no drop counts", self.name, refused[0])
             return
-        for topic, reason in zip(self.config.topics, reasons, strict=False):
+        for topic, reason in zip(self.config.subscriptions, reasons, strict=False):
             if reason.is_failure:
                 self._subscriptions[topic] = str(reason)
                 self._error(f"subscription to {topic!r} refused: {reason}")

@@ -19,6 +19,13 @@ BAD: Final = "BAD"
 COMM_FAIL: Final = "COMM_FAIL"
 QUALITIES: Final = frozenset({GOOD, UNCERTAIN, BAD, COMM_FAIL})
 
+# Fleet telemetry rides the same spool as points of their own kind: a truck's fix (one MQTT message on
+# the broker's fleet topic) becomes one point per field, ``source`` "fleet", ``unit_id`` the truck id,
+# ``sensor_type`` the field, all sharing the fix's time and receipt time. Field -> unit of the value.
+FLEET_SOURCE: Final = "fleet"
+FLEET_FIELDS: Final = {"lat": "°", "lon": "°", "speed_kmh": "km/h", "load_t": "t", "fuel_pct": "%"}
+FLEET_REQUIRED: Final = ("lat", "lon")
+
 _MICROS = 1_000_000
 # One encoder for every point: json.dumps with custom separators builds a new one per call (~4 µs).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -28,7 +35,8 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 class Point:
     """One reading. Times are integer microseconds since the Unix epoch, UTC (cheap to compare and store).
 
-    ``source`` is the protocol (``modbus``, ``opcua``, ``mqtt``, ``http``); ``device`` the configured
+    ``source`` is the protocol (``modbus``, ``opcua``, ``mqtt``, ``http``), or ``fleet`` for a field of a
+    truck's telemetry fix (``FLEET_FIELDS``; ``unit_id`` is then the truck); ``device`` the configured
     device, endpoint or broker name; ``unit_id`` the plant unit (pump station, machine); ``sensor_type``
     what is measured (``flow``, ``pressure``, ``level``, ``temperature``, ``power``, ``pump_status`` …);
     ``value`` is None when the quality is COMM_FAIL (or the source sent no number).

@@ -17,6 +17,7 @@ SIMULATORS: dict[str, tuple[str, str]] = {
     "scada": ("scada_gateway", "the MQTT protocol gateway publishing 5 units"),
     "weather": ("weather", "the OWM-like and met-office providers"),
     "erp": ("erp", "the ERP's OData service and its SQL database (seeded as a SQLite file)"),
+    "fleet": ("fleet", "clinker trucks publishing GPS, speed, load and fuel on fleet/{truck_id}/telemetry"),
 }
 
 

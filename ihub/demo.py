@@ -222,8 +222,77 @@ def _erp_steps(now: datetime, options: DemoOptions) -> list[Step]:
     ]
 
 
+def _serve_fleet(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    """A day of truck telemetry, compressed: published to a local broker, taken by a real collector (MQTT
+    reader, durable spool) whose clock is moved one window on at the end, so the window it filled is sealed
+    now instead of a minute later. The fleet job then reads the windows as it would any other day."""
+    import asyncio
+
+    import yaml
+
+    from collector.config import load_config
+    from collector.service import Collector
+    from orchestration.settings import data_dir
+    from simulators.fleet import FleetConfig, FleetSimulator, publish
+    from simulators.mqtt_broker import start_local_broker
+
+    broker = stack.enter_context(contextlib.closing(start_local_broker()))
+    spool, path = data_dir() / "spool", data_dir() / "fleet-demo-collector.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mqtt = {
+        "name": "fleet-demo",
+        "host": broker.host,
+        "port": broker.port,
+        "client_id": f"ihub-demo-fleet-{os.getpid()}",
+    }
+    mqtt.update(topics=["scada/+/+"], fleet={"topic": "fleet/+/telemetry"}, clean_session=True)
+    settings = {
+        "spool": {"dir": str(spool), "window_s": 60},
+        "alerts": {"enabled": False},
+        "health": {"enabled": False},
+    }
+    path.write_text(yaml.safe_dump({**settings, "mqtt": [mqtt]}))
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    day = FleetSimulator(FleetConfig(trucks=4, interval_s=60)).day(end - timedelta(hours=options.hours), end)
+    shift = [0.0]
+
+    async def collect() -> None:
+        collector = Collector(load_config(path), clock=lambda: time.time() + shift[0])
+        await collector.start()
+        try:
+            deadline = time.monotonic() + 30
+            while set(collector.health()["readers"]["fleet-demo"]["subscriptions"].values()) != {1}:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the demo collector did not subscribe to {broker.host}:{broker.port}")
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(publish, day.messages, broker.host, broker.port)
+            while collector.spool.health()["points_appended"] < 5 * len(day.messages):
+                if time.monotonic() > deadline + 60:
+                    raise RuntimeError("the demo collector did not spool every fleet message in time")
+                await asyncio.sleep(0.1)
+            shift[0] = 62.0  # the window in progress is over: stopping seals it
+        finally:
+            await collector.stop()
+
+    asyncio.run(collect())
+    where = (
+        f"{broker.host}:{broker.port}, {len(day.messages):,} fixes of {len(day.trips)} trips by 4 trucks "
+        f"spooled in {spool}"
+    )
+    return where, {"IHUB_SPOOL_DIR": str(spool)}
+
+
+def _fleet_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.partitions import daily
+
+    first = daily.get_partition_key_for_timestamp((now - timedelta(hours=options.hours)).timestamp())
+    last = daily.get_partition_key_for_timestamp(now.timestamp())
+    return [Step(f"truck positions and trips, {first} … {last} UTC", "fleet_job", (first, last))]
+
+
 # In order: a source whose assets read another's tables comes after it (billing and the GIS join DMAMA's
-# meters; weather places its stations at the GIS's DMA centroids, or DMAMA's coordinates).
+# meters; weather places its stations at the GIS's DMA centroids, or DMAMA's coordinates; the fleet's geofences
+# come from the ERP's plants).
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("dmama", _serve_dmama, _dmama_steps),
     DemoSource("billing", _serve_billing, _billing_steps),
@@ -231,6 +300,7 @@ SOURCES: tuple[DemoSource, ...] = (
     DemoSource("markets", _serve_markets, _markets_steps),
     DemoSource("weather", _serve_weather, _weather_steps),
     DemoSource("erp", _serve_erp, _erp_steps),
+    DemoSource("fleet", _serve_fleet, _fleet_steps),
 )
 
 

@@ -275,3 +275,4 @@ def test_the_example_configuration_is_valid(monkeypatch):
     assert set(config.protocols) == {"modbus", "opcua", "mqtt"}
     assert config.spool.dir == REPO / ".data" / "spool"
     assert [c["kind"] for c in config.notifier.channels] == ["webhook", "line", "smtp"]
+    assert config.protocols["mqtt"][0].subscriptions == ["scada/+/+", "fleet/+/telemetry"]

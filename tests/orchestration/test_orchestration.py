@@ -254,7 +254,7 @@ def test_ihub_demo_runs_end_to_end(tmp_path):
     # The catalog is the last step, after every source's jobs; each source gets its summary line.
     assert re.search(r"\[(\d+)/\1\] analyst catalog", out.stdout), out.stdout[-3000:]
     # Rejects are expected where a simulator sends bad data on purpose (met sentinels, a collapsed polygon).
-    for source in ("dmama", "billing", "gis", "markets", "weather", "erp"):
+    for source in ("dmama", "billing", "gis", "markets", "weather", "erp", "fleet"):
         line = next(line for line in out.stdout.splitlines() if re.match(rf"\s+{source}\s+\d+ assets", line))
         written = re.search(r"([\d,]+) rows written\s+[\d,]+ rejected\s+checks (\d+)/(\d+) passed", line)
         assert written and int(written[1].replace(",", "")) > 0 and written[2] == written[3], line
