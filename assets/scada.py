@@ -19,6 +19,7 @@ import polars as pl
 
 from assets.lake_tables import lake_metadata
 from assets.partitions import hourly
+from collector.points import FLEET_SOURCE
 from contracts.scada import HISTORIAN_POINTS, SCADA_AGGREGATES, SCADA_POINTS, SCADA_WINDOW_ALERTS
 from quality import timeseries
 from quality.conform import conform, rejects_table
@@ -63,23 +64,23 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
             description=f"scada: no published or archived window starts in {span.start:%Y-%m-%dT%H:%M}Z–"
             f"{span.end:%H:%M}Z in {scada_spool.root}; nothing to load (was the collector running?)"
         )
-    received_total = written_total = late = comm_fail = bad = 0
+    received_total = written_total = late = comm_fail = bad = fleet = 0
     frames = []
     for listed in manifests:
         try:
             manifest, received = scada_spool.read(listed.window)
         except (ManifestError, FileNotFoundError) as error:
             raise dg.Failure(description=f"scada: cannot load window {listed.window}: {error}") from error
-        unique = (
-            _points_frame(received)
-            .sort([*SCADA_POINTS.key, "received_ts"])
-            .unique(subset=list(SCADA_POINTS.key), keep="first")
-        )
+        everything = _points_frame(received)
+        # Truck fixes share the spool (a second MQTT topic family) but are the fleet assets' to land.
+        measured = everything.filter(pl.col("source") != FLEET_SOURCE)
+        fleet += everything.height - measured.height
+        unique = measured.sort([*SCADA_POINTS.key, "received_ts"]).unique(subset=list(SCADA_POINTS.key), keep="first")
         written = lake.replace_window(SCADA_POINTS, manifest.start, unique)
         # Acknowledged only once the window is safely in the lake: acknowledged means loaded.
         scada_spool.acknowledge(manifest.window, by=f"dagster run {context.run.run_id}", points=written.rows)
         by_quality = dict(unique.group_by("quality").len().iter_rows())
-        received_total += len(received)
+        received_total += measured.height
         written_total += written.rows
         late += unique.filter(pl.col("source_ts") < manifest.start).height
         comm_fail += int(by_quality.get("COMM_FAIL", 0))
@@ -99,6 +100,7 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
             "late_points": late,
             "comm_fail_points": comm_fail,
             "bad_points": bad,
+            "fleet_points_left_to_fleet_assets": fleet,
             "window_end": manifests[-1].end.isoformat(),
             **_hour_status(context, scada_spool, manifests[-1].length_s),
         }

@@ -231,3 +231,20 @@ def test_the_collector_spools_fleet_telemetry_from_mosquitto_beside_scada_points
     assert result.success
     assert lake.read(POSITIONS).height == simulated.positions_expected
     assert lake.read(TRIPS).height == len(simulated.trips)
+
+    # The SCADA window job loads the same windows and leaves the truck fixes to the fleet assets.
+    from assets import scada as scada_assets
+    from contracts.scada import SCADA_POINTS
+
+    hours = sorted({directory.read(name)[0].start.strftime("%Y-%m-%d-%H:00") for name in directory.pending()})
+    for hour in hours:
+        loaded = dg.materialize(
+            [scada_assets.points],
+            partition_key=hour,
+            resources={"scada_spool": ScadaWindows(root=str(spool)), "lake": lake},
+            instance=instance,
+        )
+        assert loaded.success
+    landed = lake.read(SCADA_POINTS)
+    assert set(landed["source"].to_list()) == {"mqtt"}
+    assert sorted(landed["value"].to_list()) == scada
