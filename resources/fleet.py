@@ -9,7 +9,7 @@ the SCADA window job is the windows' one consumer, and reading a window works wh
 or already archived.
 
 Geofences: the plants' coordinates come from the ERP's plant master once it is in the lake
-(``raw.erp_plants``: ``plant_id``, ``kind``, ``latitude``, ``longitude``), else from the validated YAML
+(``raw.erp_plants``: ``plant_id``, ``plant_kind``, ``latitude_deg``, ``longitude_deg``), else from the validated YAML
 ``resources/fleet_geofences.yaml`` (or the file ``IHUB_FLEET_GEOFENCES`` names); the radius always comes
 from the file (a default, and per plant where a plant needs its own).
 """
@@ -35,16 +35,18 @@ if TYPE_CHECKING:
 
 SHIPPED_GEOFENCES = Path(__file__).with_name("fleet_geofences.yaml")
 
-# The ERP's plant master, as far as the fleet needs it: the columns the ERP source lands in raw.erp_plants.
+# The ERP's plant master (contracts/erp.py PLANTS), as far as the fleet needs it. Declared here because
+# resources sit below contracts; tests/assets/test_fleet_assets.py writes it through the ERP's own contract,
+# so the two cannot drift apart unnoticed.
 ERP_PLANTS = LakeTable(
     layer="raw",
     name="erp_plants",
     description="The ERP's plants (only the columns the fleet reads).",
     columns=(
         Column("plant_id", pl.String(), "ERP plant id.", nullable=False),
-        Column("kind", pl.String(), "IU, GU or HUB."),
-        Column("latitude", pl.Float64(), "WGS 84 degrees."),
-        Column("longitude", pl.Float64(), "WGS 84 degrees."),
+        Column("plant_kind", pl.String(), "IU, GU or HUB."),
+        Column("latitude_deg", pl.Float64(), "WGS 84 degrees."),
+        Column("longitude_deg", pl.Float64(), "WGS 84 degrees."),
     ),
 )
 
@@ -126,10 +128,13 @@ class FleetSettings(dg.ConfigurableResource):
         radius = {fence.plant_id: fence.radius_km or fences.radius_km for fence in fences.plants}
         if lake.files(ERP_PLANTS):
             try:
-                plants = lake.read(ERP_PLANTS)
+                plants = lake.read(ERP_PLANTS).rename(
+                    {"plant_kind": "kind", "latitude_deg": "latitude", "longitude_deg": "longitude"}
+                )
             except (ValueError, pl.exceptions.PolarsError) as error:
                 raise ValueError(
-                    f"raw.erp_plants is in the lake but cannot be read as plant_id, kind, latitude, longitude: {error}"
+                    "raw.erp_plants is in the lake but cannot be read as plant_id, plant_kind, latitude_deg, "
+                    f"longitude_deg: {error}"
                 ) from error
             plants = plants.filter(pl.col("latitude").is_not_null() & pl.col("longitude").is_not_null()).unique(
                 "plant_id", keep="last", maintain_order=True

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +21,7 @@ from collector.spool import Spool
 from contracts.fleet import POSITIONS, TRIPS
 from quality.conform import rejects_table
 from quality.fleet import fleet_checks
-from resources.fleet import ERP_PLANTS, FleetSettings
+from resources.fleet import FleetSettings
 from resources.lake import Lake
 from resources.scada_spool import ScadaWindows
 from simulators.fleet import FleetConfig, FleetDay, FleetSimulator, Message
@@ -204,15 +205,27 @@ def test_the_erps_plants_are_preferred_to_the_geofence_file_once_they_are_in_the
     simulated, landed, lake, instance
 ):
     # The ERP names its plants its own way; the fleet must follow the ERP's plant master, not its own file.
+    from contracts.erp import PLANTS as ERP_PLANT_MASTER
+
+    n = len(PLANTS)
     plants = pl.DataFrame(
         {
             "plant_id": [f"P-{p.plant_id}" for p in PLANTS],
-            "kind": [p.kind for p in PLANTS],
-            "latitude": [p.latitude for p in PLANTS],
-            "longitude": [p.longitude for p in PLANTS],
+            "plant_kind": [p.kind for p in PLANTS],
+            "name": [p.name for p in PLANTS],
+            "city": [p.city for p in PLANTS],
+            "latitude_deg": [p.latitude for p in PLANTS],
+            "longitude_deg": [p.longitude for p in PLANTS],
+            "clinker_capacity_t_per_month": [Decimal("90000.000") if p.kind == "IU" else None for p in PLANTS],
+            "production_cost_inr_per_t": [Decimal("3200.00") if p.kind == "IU" else None for p in PLANTS],
+            "opening_stock_t": [Decimal("1000.000")] * n,
+            "safety_stock_t": [Decimal("200.000")] * n,
+            "max_stock_t": [Decimal("5000.000")] * n,
+            "changed_at": [datetime(2026, 1, 1, tzinfo=UTC)] * n,
         }
     )
-    lake.replace_snapshot(ERP_PLANTS, plants)
+    # Written as the ERP source writes it: the fleet must read the ERP's own columns.
+    lake.replace_snapshot(ERP_PLANT_MASTER, plants)
     spool, *_ = landed  # the same published windows, read into a lake of its own
     metadata, _ = land(spool, lake, instance)
 
