@@ -72,6 +72,8 @@ def build_gx_checks(
             description=rule.description,
             blocking=rule.blocking,
             partitions_def=partitions_def,
+            # Shown in the UI and in docs/quality.md (generated from these specs).
+            metadata={"severity": rule.severity.value},
         )
         for rule in rules
     ]
