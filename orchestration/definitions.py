@@ -12,7 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
-from orchestration import billing, dmama, erp, fleet, gis, markets, scada, weather
+from orchestration import billing, dmama, erp, fleet, gis, markets, operations, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -56,7 +56,7 @@ def platform_defs() -> dg.Definitions:
 def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     """The hub's Definitions; ``resources_override`` swaps resources (tests point them elsewhere)."""
     sources = dg.Definitions.merge(*SOURCES)
-    merged = dg.Definitions.merge(platform_defs(), sources, catalog.catalog_defs(sources))
+    merged = dg.Definitions.merge(platform_defs(), operations.defs, sources, catalog.catalog_defs(sources))
     if not resources_override:
         return merged
     return dg.Definitions(
