@@ -12,6 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
+from assets.quality_scores import quality_score_defs
 from orchestration import billing, dmama, erp, fleet, gis, markets, operations, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
@@ -56,7 +57,9 @@ def platform_defs() -> dg.Definitions:
 def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     """The hub's Definitions; ``resources_override`` swaps resources (tests point them elsewhere)."""
     sources = dg.Definitions.merge(*SOURCES)
-    merged = dg.Definitions.merge(platform_defs(), operations.defs, sources, catalog.catalog_defs(sources))
+    # The quality scores read every source's checks; the catalog shows every table, the scores' too.
+    scored = dg.Definitions.merge(sources, quality_score_defs(sources))
+    merged = dg.Definitions.merge(platform_defs(), operations.defs, scored, catalog.catalog_defs(scored))
     if not resources_override:
         return merged
     return dg.Definitions(
