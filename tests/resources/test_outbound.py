@@ -4,6 +4,7 @@ policy, the ledger and dead letters, exactly-once across retries, commits before
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -227,7 +228,7 @@ def test_no_secret_reaches_the_ledger(billing, lake):
     token = client.session.token()
     for table in (DELIVERIES, DEAD_LETTERS):
         for path in lake.files(table):
-            data = open(path, "rb").read()
+            data = Path(path).read_bytes()
             assert client.password.encode() not in data and token.encode() not in data
 
 
