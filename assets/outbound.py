@@ -14,7 +14,6 @@ one scope per asset partition (or plan). Re-running a partition sends nothing al
 what is dead.
 """
 
-
 import hashlib
 import io
 import json
@@ -43,8 +42,16 @@ PLAN_PRODUCTION = "plans/supply_production"
 PLAN_SHIPMENTS = "plans/supply_shipments"
 
 
-def _common(owner: str, kinds: set[str]) -> dict[str, Any]:
+def _common(name: str, owner: str, kinds: set[str]) -> dict[str, Any]:
     return {
+        "name": name,
+        "check_specs": [
+            dg.AssetCheckSpec(
+                "no_dead_letters",
+                asset=dg.AssetKey([GROUP, name]),
+                description="Every message of the run was delivered; a dead letter is resent by re-running.",
+            )
+        ],
         "key_prefix": GROUP,
         "group_name": GROUP,
         "owners": [owner],
@@ -59,20 +66,33 @@ def _run_day_windows(context: dg.AssetExecutionContext) -> list[dg.TimeWindow]:
     return time_windows(reading_days, window.start, window.end)
 
 
-def _result(reports: list[DeliveryReport], facts: dict[str, int]) -> dg.MaterializeResult:
+def _result(reports: list[DeliveryReport], facts: dict[str, Any]) -> dg.MaterializeResult:
     totals: dict[str, Any] = {}
     for report in reports:
         for name, value in report.metadata().items():
             if isinstance(value, int):
                 totals[name] = totals.get(name, 0) + value
     lines = [line for report in reports for line in report.lines]
+    dead = [reason for report in reports for reason in report.dead_letters["dead_reason"].to_list()]
     return dg.MaterializeResult(
         metadata={
             **totals,
             **facts,
             "ledger_scopes": ", ".join(r.scope for r in reports),
             "deliveries": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines[:50]) or "nothing sent"),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_dead_letters",
+                passed=not dead,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "dead_letters": len(dead),
+                    "reasons": ", ".join(sorted(set(dead))) or "none",
+                    "resend": "re-run the partition (or plan) once the cause is fixed",
+                },
+            )
+        ],
     )
 
 
@@ -222,12 +242,11 @@ def meter_anomalies(readings: pl.DataFrame, rejects: pl.DataFrame, day: date, st
 
 
 @dg.asset(
-    name="billing_anomaly_alerts",
     partitions_def=reading_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[METER_READINGS_KEY, FLOW_READINGS_KEY],
     pool="billing",
-    **_common("team:revenue", {"http", "parquet"}),
+    **_common("billing_anomaly_alerts", "team:revenue", {"http", "parquet"}),
 )
 def billing_anomaly_alerts(
     context: dg.AssetExecutionContext, config: AlertsConfig, billing: BillingClient, lake: Lake
@@ -312,12 +331,11 @@ def pump_downtime(points: pl.DataFrame, start: datetime, end: datetime, min_minu
 
 
 @dg.asset(
-    name="erp_pump_downtime",
     partitions_def=reading_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[SCADA_POINTS_KEY],
     pool="erp",
-    **_common("team:operations", {"odata", "parquet"}),
+    **_common("erp_pump_downtime", "team:operations", {"odata", "parquet"}),
 )
 def erp_pump_downtime(
     context: dg.AssetExecutionContext, config: DowntimeConfig, erp: ErpODataClient, lake: Lake
@@ -405,7 +423,7 @@ def plan_lines(production: pl.DataFrame, shipments: pl.DataFrame, scenario: str,
     return messages
 
 
-@dg.asset(name="erp_plan_confirmations", pool="erp", **_common("team:planning", {"odata", "parquet"}))
+@dg.asset(pool="erp", **_common("erp_plan_confirmations", "team:planning", {"odata", "parquet"}))
 def erp_plan_confirmations(
     context: dg.AssetExecutionContext, config: PlanApproval, erp: ErpODataClient, lake: Lake
 ) -> dg.MaterializeResult:
