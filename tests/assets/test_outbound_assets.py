@@ -312,3 +312,40 @@ def test_the_ledger_is_in_the_analyst_catalog(resources, instance, lake, bsim, a
     assert rows == [("leak_suspicion", "delivered", 201)]
     assert comment.startswith("sha256 of target, kind and business key")
     assert dead == 0
+
+
+def test_a_meter_is_told_stopped_once_on_the_day_its_zero_run_reaches_the_threshold():
+    days = [datetime(2026, 3, d, tzinfo=UTC).date() for d in range(1, 8)]
+    used = {"M-0001-0001": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0], "M-0001-0002": [0.0] * 7}
+    readings = pl.DataFrame(
+        [
+            {
+                "meter_id": meter,
+                "dma_id": "DMA-0001",
+                "reading_date": day,
+                "consumption_m3": c,
+                "register_rollover": False,
+                "previous_register_m3": 0.0,
+                "register_m3": 0.0,
+                "register_digits": 5,
+            }
+            for meter, series in used.items()
+            for day, c in zip(days, series, strict=True)
+        ]
+    )
+    empty_rejects = pl.DataFrame(schema={"field": pl.String, "row_number": pl.Int64, "raw_payload": pl.String})
+    told = {
+        day.day: [(m.kind, m.business_key) for m in outbound.meter_anomalies(readings, empty_rejects, day, 3)]
+        for day in days
+    }
+    # M-0001-0001 stops on the 2nd and is told on the 4th only; M-0001-0002 never used water since the 1st:
+    # its run reaches three days on the 3rd, when it has no reading before the run to compare with.
+    assert told == {
+        1: [],
+        2: [],
+        3: [("stopped_meter", "M-0001-0002 stopped since 2026-03-01")],
+        4: [("stopped_meter", "M-0001-0001 stopped since 2026-03-02")],
+        5: [],
+        6: [],
+        7: [],
+    }
