@@ -304,7 +304,7 @@ def _serve_outbound(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[
     day = reading_days.get_partition_keys(current_time=datetime.now(UTC))[-1]
     armed = httpx.post(f"{url}/_sim/faults", json={"kind": "rollover", "path": READINGS_PATH, "date": day})
     armed.raise_for_status()
-    return f"anomaly alerts to billing at {url}{ALERTS_PATH} (a rollover armed on {day})", {}
+    return f"{url}{ALERTS_PATH} (billing's alerts endpoint; a rollover armed on {day})", {}
 
 
 def _outbound_steps(now: datetime, options: DemoOptions) -> list[Step]:

@@ -185,7 +185,7 @@ class BillingSimulator:
         self.refreshes = 0
         self.last_changed_since: str | None = None  # what the last customers call asked for (tests read it)
         self._alerts: dict[str, dict[str, Any]] = {}  # idempotency key -> {"digest", "alert"}
-        self.alert_posts: list[dict[str, Any]] = []  # every POST the alerts handler saw: key, status, alert_id
+        self.alert_posts: list[dict[str, Any]] = []  # every POST the alerts handler saw: key, outcome, id, body
         self._epoch = datetime.fromisoformat(self.config.epoch.replace("Z", "+00:00"))
         self._records: dict[tuple[int, int], dict[str, Any]] = {}
         self._build_customers()
@@ -735,7 +735,7 @@ class BillingSimulator:
                 outcome, status, alert = "refused", 422, known["alert"]
             else:
                 outcome, status, alert = "replayed", 200, known["alert"]
-            self.alert_posts.append({"key": key, "outcome": outcome, "alert_id": alert["alert_id"]})
+            self.alert_posts.append({"key": key, "outcome": outcome, "alert_id": alert["alert_id"], "body": payload})
         if status == 422:
             raise _ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another body")
         if fault is not None and fault.kind == "commit_then_500":

@@ -346,7 +346,7 @@ class ErpSimulator:
         self._plans: list[dict[str, Any]] = []
         self._created: dict[str, list[dict[str, Any]]] = {name: [] for name in OUTBOUND_SETS}
         self._repeatable: dict[str, dict[str, Any]] = {}  # Repeatability-Request-ID -> {"digest", "set", "row"}
-        self.posts: list[dict[str, Any]] = []  # every POST past the CSRF check: set, request id, outcome
+        self.posts: list[dict[str, Any]] = []  # every POST past the CSRF check: set, request id, outcome, body
         self.pages_served: list[tuple[str, int]] = []  # (entity set, offset) of every page answered
         self.app = Starlette(
             routes=[
@@ -686,7 +686,13 @@ class ErpSimulator:
             else:
                 outcome, status, row = "replayed", 200, known["row"]
             self.posts.append(
-                {"set": entity.name, "request_id": request_id, "outcome": outcome, "id": row[entity.key[0]]}
+                {
+                    "set": entity.name,
+                    "request_id": request_id,
+                    "outcome": outcome,
+                    "id": row[entity.key[0]],
+                    "body": payload,
+                }
             )
         if status == 422:
             raise ODataError(422, "ZSCM/011", f"{REPEATABILITY_HEADER} was already used with another request body")

@@ -111,6 +111,7 @@ def test_happy_path_records_the_delivery_by_value(billing, lake):
     report = deliver([message], BillingAlerts(client), lake, "test.happy", run_id="run-1", clock=clock)
     stored = [a for a in sim.alerts if a["meter_id"] == "M-0001-0101"]
     assert len(stored) == 1
+    assert [p["body"] for p in sim.posts_with_key(message.key)] == [dict(message.payload)]
     row = ledger_row(lake, "test.happy", message.key)
     assert row == {
         "ledger_scope": "test.happy",
