@@ -17,6 +17,7 @@ what is dead.
 import hashlib
 import io
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -110,7 +111,9 @@ def _check_dead(context: dg.AssetExecutionContext, reports: list[DeliveryReport]
 
 class AlertsConfig(dg.Config):
     local_timezone: str = Field(
-        default="Asia/Bangkok", description="The utility's time zone: the night is 02:00-04:00 local time."
+        default="",
+        description="The utility's time zone, in which the night is 02:00-04:00; empty: IHUB_LOCAL_TZ "
+        "(Asia/Bangkok), as the catalog's night-flow view.",
     )
     baseline_nights: int = Field(default=7, ge=3, description="Earlier nights the night flow is compared with.")
     leak_rise_share: float = Field(
@@ -258,6 +261,7 @@ def billing_anomaly_alerts(
     ledger says what went out, and what could not is kept as a dead letter and resent by re-running."""
     reports, facts = [], {"leak_suspicions": 0, "meter_anomalies": 0}
     destination = BillingAlerts(billing)
+    timezone = config.local_timezone or os.environ.get("IHUB_LOCAL_TZ") or "Asia/Bangkok"
     for window in _run_day_windows(context):
         day = window.start.date()
         start = window.start
@@ -265,7 +269,7 @@ def billing_anomaly_alerts(
             FLOW_READINGS, start - timedelta(days=config.baseline_nights + 1), window.end + timedelta(days=1)
         )
         leaks = leak_suspicions(
-            flow, day, config.local_timezone, config.baseline_nights, config.leak_rise_share, config.leak_min_rise_m3h
+            flow, day, timezone, config.baseline_nights, config.leak_rise_share, config.leak_min_rise_m3h
         )
         readings = lake.read(METER_READINGS, start - timedelta(days=config.stopped_days), window.end)
         rejects = lake.read(rejects_table(METER_READINGS), start, window.end)
