@@ -133,6 +133,10 @@ def land_billing_readings(resources, instance, sim) -> tuple[str, str]:
     return rolled, backwards
 
 
+def _key_of(lake, kind: str) -> str:
+    return lake.read(DELIVERIES).filter(pl.col("kind") == kind)["idempotency_key"][0]
+
+
 def _range(first: str, last: str) -> dict:
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
@@ -140,7 +144,9 @@ def _range(first: str, last: str) -> dict:
 def test_alerts_reach_billing_once_and_a_rerun_sends_nothing(resources, instance, lake, bsim):
     write_night_flow(lake)
     rolled, backwards = land_billing_readings(resources, instance, bsim)
-    bsim.inject("status", ALERTS_PATH, count=1, status=503)  # the first alert's first attempt
+    # The first alert meets a 503 in front of billing, then a 500 after billing stored it: three attempts.
+    bsim.inject("status", ALERTS_PATH, count=1, status=503)
+    bsim.inject("commit_then_500", ALERTS_PATH, count=1)
     stored_before = len(bsim.alerts)
     result = run(outbound.billing_anomaly_alerts, resources, instance, keys=("2026-03-05", "2026-03-06"))
     new = bsim.alerts[stored_before:]
@@ -157,13 +163,14 @@ def test_alerts_reach_billing_once_and_a_rerun_sends_nothing(resources, instance
     assert (rollover["evidence"]["previous_register_m3"], rollover["evidence"]["register_m3"]) == (99_678.0, 123.0)
     assert rollover["evidence"]["consumption_m3"] == 445.0
     meta = metadata(result)
-    assert (meta["messages"], meta["delivered"], meta["dead_letters"], meta["http_attempts"]) == (3, 3, 0, 4)
-    assert check_passed(result)
+    assert (meta["messages"], meta["delivered"], meta["dead_letters"], meta["http_attempts"]) == (3, 3, 0, 5)
+    assert (meta["replayed_by_target"], check_passed(result)) == (1, True)
+    assert [p["outcome"] for p in bsim.posts_with_key(_key_of(lake, "leak_suspicion"))] == ["stored", "replayed"]
 
     rows = ledger(lake, "billing_anomaly_alerts.2026-03-05")
-    assert rows.select("kind", "business_key", "result", "http_status", "attempts").rows() == [
-        ("leak_suspicion", "DMA-T1 night of 2026-03-05", "delivered", 201, 2),  # sent first: the 503, then 201
-        ("meter_rollover", f"{rolled} 2026-03-05", "delivered", 201, 1),
+    assert rows.select("kind", "business_key", "result", "http_status", "attempts", "replayed").rows() == [
+        ("leak_suspicion", "DMA-T1 night of 2026-03-05", "delivered", 200, 3, True),  # 503, 500 after commit, 200
+        ("meter_rollover", f"{rolled} 2026-03-05", "delivered", 201, 1, False),
     ]
     assert rows["response_id"].to_list() == [
         next(a["alert_id"] for a in new if a["kind"] == k) for k in ("leak_suspicion", "meter_rollover")
