@@ -80,7 +80,7 @@ def _result(reports: list[DeliveryReport], facts: dict[str, Any]) -> dg.Material
             **totals,
             **facts,
             "ledger_scopes": ", ".join(r.scope for r in reports),
-            "deliveries": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines[:50]) or "nothing sent"),
+            "deliveries": dg.MetadataValue.md(_listed(lines, 50)),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -95,6 +95,13 @@ def _result(reports: list[DeliveryReport], facts: dict[str, Any]) -> dg.Material
             )
         ],
     )
+
+
+def _listed(lines: list[str], most: int) -> str:
+    shown = [f"- {line}" for line in lines[:most]]
+    if len(lines) > most:
+        shown.append(f"- … and {len(lines) - most} more (outbound.deliveries has them all)")
+    return "\n".join(shown) or "nothing sent"
 
 
 def _check_dead(context: dg.AssetExecutionContext, reports: list[DeliveryReport]) -> None:

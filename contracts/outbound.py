@@ -26,7 +26,7 @@ ERP_PUMP_DOWNTIME_KEY = dg.AssetKey(["outbound", "erp_pump_downtime"])
 ERP_PLAN_CONFIRMATIONS_KEY = dg.AssetKey(["outbound", "erp_plan_confirmations"])
 
 RESULTS = ("delivered", "dead")
-DEAD_REASONS = ("rejected", "retries_exhausted", "circuit_open")
+DEAD_REASONS = ("rejected", "retries_exhausted", "circuit_open", "bad_answer")
 
 _SCOPE = Column(
     "ledger_scope",
@@ -125,7 +125,8 @@ DEAD_LETTERS = LakeTable(
         Column(
             "dead_reason",
             pl.String(),
-            "rejected (the target refused it), retries_exhausted, or circuit_open (the target was down).",
+            "rejected (the target refused it), retries_exhausted, circuit_open (the target was down), or "
+            "bad_answer (an answer that could not be read; the target may hold it, and a resend returns it).",
             nullable=False,
         ),
         Column("http_status", pl.Int64(), "HTTP status of the last answer; empty when none came back."),

@@ -45,7 +45,7 @@ import polars as pl
 from contracts.outbound import DEAD_LETTERS, DELIVERIES
 from resources.billing import ALERTS_PATH, BillingClient
 from resources.erp import ErpODataClient
-from resources.http import CircuitOpenError, SourceError
+from resources.http import CircuitOpenError, PayloadError, SourceError
 from resources.identifiers import identifier_problem
 from resources.lake import Lake
 
@@ -281,7 +281,12 @@ def _send(
         receipt = destination.send(message, first)
     except SourceError as error:
         status = error.status
-        reason = "circuit_open" if isinstance(error, CircuitOpenError) else _reason_of(status)
+        if isinstance(error, CircuitOpenError):
+            reason = "circuit_open"
+        elif isinstance(error, PayloadError):
+            reason = "bad_answer"  # it may have been stored: resending with the key returns the original
+        else:
+            reason = _reason_of(status)
         attempts = 0 if isinstance(error, CircuitOpenError) else max(1, error.attempts)
         report.attempts += attempts
         report.dead += 1

@@ -19,7 +19,8 @@ Serves, from a Starlette app on loopback:
   suspicion on a DMA, a stopped meter, reverse flow, a register rollover) becomes a billing work item. The
   key is stored with the alert: the same key again answers 200 with the alert first stored (header
   ``Idempotent-Replayed: true``) and stores nothing; the same key with another body is a 422; a new key is
-  a 201 with a new ``alert_id``. ``GET`` lists the stored alerts. Every POST that reached the handler is
+  a 201 with a new ``alert_id``. ``GET`` lists the stored alerts. ``truncated`` and ``malformed`` break the
+  answer after the alert is stored. Every POST that reached the handler is
   recorded (``alert_posts``) so tests can count what was sent and what was stored.
 
 The customers and meters are DMAMA's (``simulators/dmama.py``, same seed and size): one customer per DMAMA
@@ -694,6 +695,10 @@ class BillingSimulator:
                     response = JSONResponse({"items": self.alerts})
                 else:
                     response = self._post_alert(request, await request.body(), fault)
+                    if fault is not None and fault.kind in ("truncated", "malformed") and response.status_code < 300:
+                        # Stored, but the answer is broken on its way back: the client cannot tell it was.
+                        content = mangle_body(bytes(response.body), fault)
+                        response = Response(content, response.status_code, media_type="application/json")
         except _ApiError as exc:
             response = JSONResponse({"error": exc.error, "detail": exc.detail}, exc.status, headers=exc.headers)
         self.stats.record(path, response.status_code)

@@ -169,6 +169,38 @@ def test_a_500_after_commit_is_retried_with_the_same_key_and_stored_once(billing
     assert row["response_id"] == posts[0]["alert_id"]
 
 
+def test_an_answer_broken_after_the_commit_is_retried_and_the_original_returned(billing, lake):
+    client, sim = billing
+    message = alert("M-0001-0110")
+    sim.inject("truncated", ALERTS_PATH, count=1)
+    deliver([message], BillingAlerts(client), lake, "test.truncated", run_id="run-1")
+    assert [p["outcome"] for p in sim.posts_with_key(message.key)] == ["stored", "replayed"]
+    row = ledger_row(lake, "test.truncated", message.key)
+    assert (row["result"], row["attempts"], row["http_status"], row["replayed"]) == ("delivered", 2, 200, True)
+
+
+def test_an_unreadable_answer_after_every_retry_is_a_bad_answer_dead_letter(billing, lake):
+    client, sim = billing
+    message = alert("M-0001-0111")
+    sim.inject("malformed", ALERTS_PATH, count=4)
+    deliver([message], BillingAlerts(client), lake, "test.malformed", run_id="run-1")
+    letter = lake.read(DEAD_LETTERS).filter(pl.col("ledger_scope") == "test.malformed").row(0, named=True)
+    assert (letter["dead_reason"], letter["attempts"]) == ("bad_answer", 4)
+    # Billing stored it on the first attempt; the re-run gets that alert back, and billing holds one.
+    deliver([message], BillingAlerts(client), lake, "test.malformed", run_id="run-2")
+    assert [p["outcome"] for p in sim.posts_with_key(message.key)] == [
+        "stored",
+        "replayed",
+        "replayed",
+        "replayed",
+        "replayed",
+    ]
+    assert (
+        ledger_row(lake, "test.malformed", message.key)["response_id"] == sim.posts_with_key(message.key)[0]["alert_id"]
+    )
+    assert len([a for a in sim.alerts if a["meter_id"] == "M-0001-0111"]) == 1
+
+
 def test_a_rerun_sends_nothing_already_delivered(billing, lake):
     client, sim = billing
     messages = [alert("M-0001-0104"), alert("M-0001-0105")]
