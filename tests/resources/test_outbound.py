@@ -288,6 +288,12 @@ def test_erp_downtime_is_created_once_across_a_500_after_commit_and_an_expired_c
         stored[0]["DowntimeId"],
     )
     assert ledger_row(lake, "test.erp", second.key)["http_status"] == 201
+    # What the ERP now lists, as any OData reader sees it.
+    listed = client.entities("EquipmentDowntimeSet")
+    assert [(r["Equipment"], r["StartedAt"], r["DurationMin"]) for r in listed] == [
+        ("PS01-P1", "/Date(1773500000000)/", "10.0"),
+        ("PS01-P2", "/Date(1773500000000)/", "10.0"),
+    ]
 
 
 def test_an_erp_post_without_the_csrf_handshake_is_refused(erp_server):
