@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from contracts.scada import HISTORIAN_POINTS, HISTORIAN_POINTS_KEY, SCADA_POINTS, SCADA_POINTS_KEY, UTC_TIME
-from quality import timeseries
+from quality import consistency, timeseries
 from resources.lake import Lake
 from resources.scada_spool import ScadaWindows
 
@@ -177,6 +177,14 @@ def scada_point_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
         spec("flatline", "No sensor stuck on one value longer than its noise allows."),
         spec("gaps", "No sensor silent for more than three sample intervals while the collector was running."),
         spec("future_timestamps", "No point stamped after it was received."),
+        spec(
+            "pump_status_agrees_with_power",
+            "No pump reported stopped while its motor draws power (a stuck status contact or a miswired meter).",
+        ),
+        spec(
+            "valve_status_agrees_with_flow",
+            "No valve reported closed while the flow meter behind it measures flow.",
+        ),
     ]
 
     @dg.multi_asset_check(specs=specs, name="scada_points_window_checks")
@@ -198,6 +206,8 @@ def scada_point_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
             found["flatline"].append(timeseries.flatlines(measured, limits))
             found["gaps"].append(device_gaps(measured, limits, manifest))
             found["future_timestamps"].append(timeseries.future_timestamps(received))
+            found["pump_status_agrees_with_power"].append(consistency.pumps_off_drawing_power(measured))
+            found["valve_status_agrees_with_flow"].append(consistency.closed_valves_passing_flow(measured))
         metadata = {
             "windows": ", ".join(m.window for m in manifests) or "none",
             "window_count": len(manifests),
