@@ -66,6 +66,41 @@ def derived_views(local_timezone: str) -> list[SqlView]:
     ]
 
 
+def quarantine_views(tables: Sequence[LakeTable]) -> list[SqlView]:
+    """``quality.quarantine``: every row any source sent that could not be typed, across all rejects tables,
+    so a data engineer sees in one query what was refused, where and why."""
+    rejects = [t for t in tables if t.layer == "rejects"]
+    if not rejects:
+        return []
+    selects = [
+        f"SELECT source, table_name, partition_key, partition_start, row_number, field, reason, raw_payload "
+        f"FROM rejects.{t.name}"
+        for t in rejects
+    ]
+    return [
+        SqlView(
+            schema="quality",
+            name="quarantine",
+            description=(
+                "Every row refused at ingestion, across sources: the table it was meant for, the partition, "
+                "the field and the reason, and the row as received. Re-materializing a partition replaces "
+                "its rejects, so a row that passes after a rule change leaves the quarantine."
+            ),
+            sql="\nUNION ALL BY NAME\n".join(selects),
+            columns={
+                "source": "External system the row came from.",
+                "table_name": "Lake table the row was meant for.",
+                "partition_key": "Dagster partition (or range) that was being loaded.",
+                "partition_start": "Start (UTC) of the partition the row is filed under.",
+                "row_number": "Position of the row in what the source sent (0-based).",
+                "field": "Field that failed (or the key columns of a duplicate).",
+                "reason": "Why the row was refused, in words.",
+                "raw_payload": "The row exactly as received, JSON.",
+            },
+        )
+    ]
+
+
 def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ...]]) -> dg.AssetsDefinition:
     """The catalog asset over the given lake tables, depending on the assets that write them."""
     tables = _distinct(table for declared in tables_by_asset.values() for table in declared)
@@ -84,7 +119,7 @@ def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ..
         """The DuckDB file analysts open read-only: a commented view over every lake table (raw, staging,
         marts and rejects) plus derived marts such as night flow. Views read the lake directly, so new
         partitions show up without republishing; it is republished by itself when a source lands data."""
-        published = catalog.publish(lake, tables, derived_views(catalog.local_timezone))
+        published = catalog.publish(lake, tables, [*derived_views(catalog.local_timezone), *quarantine_views(tables)])
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(published.path),

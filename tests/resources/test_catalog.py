@@ -5,7 +5,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.catalog import catalog_tables, derived_views
+from assets.catalog import catalog_tables, derived_views, quarantine_views
 from contracts.dmama import DMAS, FLOW_READINGS, METER_READINGS
 from quality.conform import conform
 from resources.lake import time_windows
@@ -34,9 +34,8 @@ def night_readings(flow: float) -> pl.DataFrame:
 def publish(lake, analyst_catalog):
     from orchestration.definitions import SOURCES
 
-    return analyst_catalog.publish(
-        lake, catalog_tables([a for source in SOURCES for a in source.assets]), derived_views("Asia/Bangkok")
-    )
+    tables = catalog_tables([a for source in SOURCES for a in source.assets])
+    return analyst_catalog.publish(lake, tables, [*derived_views("Asia/Bangkok"), *quarantine_views(tables)])
 
 
 def test_every_view_and_column_is_commented_and_empty_tables_still_answer(lake, analyst_catalog):
@@ -183,3 +182,35 @@ def test_views_carry_the_registry_types_with_or_without_data(lake, analyst_catal
         "installed_on": "date",
         "seen_at": "timestamp[us, UTC]",
     }
+
+
+def test_the_quarantine_shows_every_refused_row_and_a_clean_reload_readmits(lake, analyst_catalog):
+    from quality.conform import rejects_table
+
+    window = (T0, T0 + timedelta(hours=1))
+    sent = [
+        {"dma_id": "DMA-0001", "timestamp": T0.isoformat(), "flow_m3h": 12.5, "pressure_bar": 2.1},
+        {"dma_id": "DMA-0001", "timestamp": (T0 + timedelta(minutes=15)).isoformat(), "flow_m3h": "n/a"},
+    ]
+    loaded = conform(
+        sent, FLOW_READINGS, source="dmama", partition_key="2026-03-01-17:00", window=window, partitions=hours(T0, 1)
+    )
+    lake.replace_partitions(FLOW_READINGS, loaded.frame, hours(T0, 1))
+    lake.replace_partitions(rejects_table(FLOW_READINGS), loaded.rejects, hours(T0, 1))
+    published = publish(lake, analyst_catalog)
+    with duckdb.connect(published.path, read_only=True) as con:
+        rows = con.execute("SELECT source, table_name, partition_key, field, reason FROM quality.quarantine").fetchall()
+    assert len(rows) == 1
+    source, table, partition, field, reason = rows[0]
+    assert (source, table, partition, field) == ("dmama", "dmama_flow_readings", "2026-03-01-17:00", "flow_m3h")
+    assert "n/a" in reason
+
+    fixed = [sent[0], {**sent[1], "flow_m3h": 13.0}]  # the source resent the hour, now typed right
+    again = conform(
+        fixed, FLOW_READINGS, source="dmama", partition_key="2026-03-01-17:00", window=window, partitions=hours(T0, 1)
+    )
+    lake.replace_partitions(FLOW_READINGS, again.frame, hours(T0, 1))
+    lake.replace_partitions(rejects_table(FLOW_READINGS), again.rejects, hours(T0, 1))
+    with duckdb.connect(published.path, read_only=True) as con:  # views read the lake: no republish needed
+        assert con.execute("SELECT count(*) FROM quality.quarantine").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM raw.dmama_flow_readings").fetchone() == (2,)
