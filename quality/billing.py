@@ -22,6 +22,7 @@ from contracts.billing import (
 )
 from contracts.dmama import METERS
 from quality.gx import CheckInput, Rule, build_gx_checks, checked_window
+from quality.rules import keys_present, unique
 from resources.lake import Lake
 
 # Far above any customer meter's day (a large industrial user draws a few hundred m³): beyond it the
@@ -51,23 +52,11 @@ def _known_meters(check: CheckInput) -> list[str]:
 
 
 def _keys(*columns: str) -> Rule:
-    return Rule(
-        name="keys_present",
-        description=f"Every row names its {', '.join(columns)}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
-    )
+    return keys_present(*columns)
 
 
 def _unique(*columns: str) -> Rule:
-    return Rule(
-        name="unique_key",
-        description=f"No two rows share ({', '.join(columns)}): a re-run never doubles a value.",
-        expectations=lambda gxe, _: [
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))
-            if len(columns) > 1
-            else gxe.ExpectColumnValuesToBeUnique(column=columns[0])
-        ],
-    )
+    return unique(*columns, why="a re-run never doubles a value")
 
 
 KNOWN_METERS = Rule(

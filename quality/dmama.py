@@ -19,6 +19,7 @@ from contracts.dmama import (
     METERS_KEY,
 )
 from quality.gx import CheckInput, Rule, build_gx_checks
+from quality.rules import keys_present, unique
 
 # Physical limits, not operating targets: a value outside them is a broken meter or a broken feed.
 MAX_DMA_INFLOW_M3H = 10_000.0
@@ -72,24 +73,12 @@ def _fresh(what: str, interval: timedelta) -> Rule:
 
 
 def _keys(*columns: str) -> Rule:
-    return Rule(
-        name="keys_present",
-        description=f"Every row names its {' and '.join(columns)}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
-    )
+    return keys_present(*columns)
 
 
 def _unique(*columns: str) -> Rule:
-    return Rule(
-        name="unique_" + "_".join(columns),
-        description=(
-            f"No two rows share ({', '.join(columns)}): a re-run or a duplicated answer never doubles a reading."
-        ),
-        expectations=lambda gxe, _: [
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))
-            if len(columns) > 1
-            else gxe.ExpectColumnValuesToBeUnique(column=columns[0])
-        ],
+    return unique(
+        *columns, name="unique_" + "_".join(columns), why="a re-run or a duplicated answer never doubles a reading"
     )
 
 

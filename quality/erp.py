@@ -40,6 +40,7 @@ from contracts.erp import (
 )
 from quality.conform import Conformed, _filed_under, conform, rejects_table
 from quality.gx import Rule, build_gx_checks, checked_window
+from quality.rules import keys_present, non_negative
 from resources.erp import decode_date, decode_datetime
 from resources.lake import Lake, LakeTable
 
@@ -237,19 +238,11 @@ def plant_reference_check(
 
 
 def _keys(*columns: str) -> Rule:
-    return Rule(
-        name="keys_present",
-        description=f"Every row names its {' and '.join(columns)}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
-    )
+    return keys_present(*columns)
 
 
 def _non_negative(*columns: str) -> Rule:
-    return Rule(
-        name="figures_non_negative",
-        description=f"{', '.join(columns)} are 0 or more (a negative cost or tonnage breaks the plan).",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in columns],
-    )
+    return non_negative(*columns, why="a negative cost or tonnage breaks the plan")
 
 
 PLANT_RULES = (

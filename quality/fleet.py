@@ -15,6 +15,7 @@ import polars as pl
 
 from contracts.fleet import POSITIONS, POSITIONS_KEY, TRIPS, TRIPS_KEY
 from quality.gx import Rule, build_gx_checks
+from quality.rules import keys_present, unique
 
 MAX_SPEED_KMH = 120.0
 MAX_LOAD_T = 60.0  # a 6x4 tipper's payload is 25-40 t; past 60 t the load cell is broken, not the truck overloaded
@@ -24,19 +25,11 @@ REANCHOR_AFTER = 5
 
 
 def _keys(*columns: str) -> Rule:
-    return Rule(
-        name="keys_present",
-        description=f"Every row names its {', '.join(columns)}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
-    )
+    return keys_present(*columns)
 
 
 def _unique(*columns: str) -> Rule:
-    return Rule(
-        name="unique_key",
-        description=f"No two rows share ({', '.join(columns)}): a re-run or a resent message never doubles a row.",
-        expectations=lambda gxe, _: [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))],
-    )
+    return unique(*columns, why="a re-run or a resent message never doubles a row")
 
 
 POSITION_RULES = (

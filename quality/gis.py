@@ -36,6 +36,7 @@ from contracts.gis import (
     STORED_CRS,
 )
 from quality.gx import CheckInput, Rule, build_gx_checks, checked_window
+from quality.rules import keys_present, unique
 from resources.lake import Lake, LakeTable
 
 if TYPE_CHECKING:
@@ -337,19 +338,11 @@ def points_per_dma(points: "gpd.GeoDataFrame", dmas: "gpd.GeoDataFrame") -> dict
 
 
 def _keys(*columns: str) -> Rule:
-    return Rule(
-        name="keys_present",
-        description=f"Every row names its {' and '.join(columns)}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns],
-    )
+    return keys_present(*columns)
 
 
 def _unique(column: str) -> Rule:
-    return Rule(
-        name=f"unique_{column}",
-        description=f"No two features of the week share a {column}.",
-        expectations=lambda gxe, _: [gxe.ExpectColumnValuesToBeUnique(column=column)],
-    )
+    return unique(column, name=f"unique_{column}", why="each feature of a weekly snapshot is there once")
 
 
 def _in_set(column: str, values: list[str], what: str) -> Rule:
