@@ -30,7 +30,22 @@ a test fails when it is stale. Rules live in `quality/`, one module per source, 
    partition at a time and merged per rule, so a month never sits in memory as one frame.
 3. **On every SCADA point** (`quality/qartod.py`): a QARTOD flag per test and overall (1 pass,
    2 not evaluated, 3 suspect, 4 fail, 9 missing), computed column-wise from the same sensor limits the
-   collector and the window checks read.
+   collector and the window checks read, and stored with the point in `raw.scada_points` (`qc_*`).
+   Rules between points (`quality/consistency.py`) pair instruments of one plant: a pump reported off
+   while drawing power, a valve reported closed while its meter measures flow, a station whose inflow
+   minus outflow does not match what its tanks gained.
+
+**Quarantine.** `quality.quarantine` in the analyst catalog is every refused row across sources (table,
+partition, field, reason, the row as sent). Re-materializing a partition replaces its rejects, so rows
+that pass after a rule change leave the quarantine.
+
+**Scores.** `quality/scores` (`marts.quality_partition_scores`, `marts.quality_source_scores`) turns the
+recorded results into completeness, validity, uniqueness and timeliness per partition and per source and
+day, with a 7-day trend and a plot; a source whose day falls below its threshold (90 % unless configured)
+is reported to operators once. Rules count towards a dimension by their name (`quality/score.py`).
+
+**Shared rules.** Keys present, keys unique and non-negative figures are written once (`quality/rules.py`)
+and declared per table with the columns and the reason.
 
 **Severity.** A rule that fails at ERROR severity and is *blocking* stops everything downstream in the same
 run (Dagster skips the steps), and a plan computed later refuses to run on that partition
