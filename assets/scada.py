@@ -39,7 +39,7 @@ SOURCE = "scada"
 ALERT_IDENTITY = ["kind", "source", "device", "unit_id", "sensor_type"]
 
 
-def _common(table, kinds: set[str], *also) -> dict:
+def _common(table, kinds: set[str], *also, fresh_within: timedelta = timedelta(minutes=15)) -> dict:
     return {
         "key_prefix": SOURCE,
         "group_name": SOURCE,
@@ -47,6 +47,9 @@ def _common(table, kinds: set[str], *also) -> dict:
         "kinds": kinds,
         "metadata": lake_metadata(table, *also),
         "tags": {"source": SOURCE},
+        # Windows land every few minutes: a quarter of an hour without one means the collector, the spool
+        # hand-off or the window sensor stopped, and operators would be looking at stale levels.
+        "freshness_policy": dg.FreshnessPolicy.time_window(fail_window=fresh_within, warn_window=fresh_within / 3),
     }
 
 
@@ -204,7 +207,7 @@ def window_alerts(
     name="historian_points",
     partitions_def=hourly,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    **_common(HISTORIAN_POINTS, {"http", "parquet"}, rejects_table(HISTORIAN_POINTS)),
+    **_common(HISTORIAN_POINTS, {"http", "parquet"}, rejects_table(HISTORIAN_POINTS), fresh_within=timedelta(hours=1)),
 )
 def historian_points(context: dg.AssetExecutionContext, historian: HistorianClient, lake: Lake) -> dg.MaterializeResult:
     """One-minute samples of every SCADA tag from the plant historian, one file per hour: the source for

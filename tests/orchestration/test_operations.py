@@ -51,3 +51,20 @@ def test_the_hub_runs_the_failure_sensor_by_default():
     sensor = defs.resolve_sensor_def("run_failure_to_operators")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert "notifier" in sensor.required_resource_keys
+
+
+def test_every_source_table_says_how_fresh_it_should_be():
+    graph = defs.resolve_asset_graph()
+    # Outbound deliveries, plans, scores, exports and the catalog run on demand or follow their inputs.
+    derived = {"outbound", "plans", "quality", "exports"}
+    stale_unknown = [
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable
+        and key.path[0] not in derived
+        and key.to_user_string() != "gis/geojson_export"
+        and graph.get(key).freshness_policy is None
+    ]
+    assert stale_unknown == []
+    scada_points = graph.get(dg.AssetKey(["scada", "points"])).freshness_policy
+    assert scada_points.fail_window.to_timedelta().total_seconds() == 15 * 60
