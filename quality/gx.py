@@ -156,6 +156,9 @@ def merge_chunk_results(
         for key, values in list(metadata.items()):
             if key.endswith(" observed"):
                 metadata[key] = _merge_observed(key, values)
+            if key.endswith(" unexpected"):
+                # GX's percent is of the non-null values; over chunks, of the rows checked.
+                metadata[f"{key} %"] = round(100 * values / max(1, metadata.get("rows_checked", 0)), 4)
         metadata["window"] = f"{window[0]:%Y-%m-%dT%H:%M}Z–{window[1]:%Y-%m-%dT%H:%M}Z"
         metadata["chunks"] = len(chunks)
         if failed_chunks:
@@ -230,6 +233,7 @@ def validate(
             details = r.result or {}
             if "unexpected_count" in details:
                 metadata[f"{label} unexpected"] = int(details.get("unexpected_count") or 0)
+                metadata[f"{label} unexpected %"] = round(float(details.get("unexpected_percent") or 0.0), 4)
             if "observed_value" in details:
                 metadata[f"{label} observed"] = _plain(details["observed_value"])
             if not r.success and details.get("partial_unexpected_list"):

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from contracts.dmama import FLOW_READINGS_KEY
 from quality.dmama import FLOW_RULES
@@ -48,6 +49,9 @@ def test_merged_chunks_fail_where_a_day_failed_and_add_up_its_figures():
     assert not in_range.passed
     assert in_range.metadata["rows_checked"].value == 6
     assert in_range.metadata["column_values_to_be_between(flow_m3h) unexpected"].value == 2
+    assert in_range.metadata["column_values_to_be_between(flow_m3h) unexpected %"].value == pytest.approx(
+        100 * 2 / 6, abs=1e-3
+    )
     assert in_range.metadata["failed_chunks"].value == "2026-03-02T00:00Z"
     assert in_range.metadata["chunks"].value == 3
     assert merged["keys_present"].passed
