@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets import catalog
 from assets.quality_scores import quality_score_defs
-from orchestration import billing, dmama, erp, fleet, gis, markets, operations, outbound, scada, weather
+from orchestration import billing, dmama, erp, fleet, gis, markets, marts, operations, outbound, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -30,6 +30,7 @@ SOURCES = (
     gis.defs,
     fleet.defs,
     outbound.defs,
+    marts.defs,
 )
 
 
