@@ -40,3 +40,51 @@ LEAK_INDICATORS = LakeTable(
     ),
     key=("dma_id",),
 )
+
+PRESSURE_COMPLIANCE_KEY = dg.AssetKey(["marts", "dma_pressure_compliance"])
+BAR_PER_METRE = 0.0980665  # 1 m of water column
+
+PRESSURE_COMPLIANCE = LakeTable(
+    layer="marts",
+    name="dma_pressure_compliance",
+    description=(
+        "Per DMA and local day: the share of 15-minute readings inside the service pressure band (10–30 m by "
+        "default, shared/DOMAIN.md), below it and above it, and the day's lowest and mean pressure."
+    ),
+    columns=(
+        Column("dma_id", pl.String(), "DMA.", nullable=False),
+        Column("day", pl.Date(), "Local date.", nullable=False),
+        Column("readings", pl.Int64(), "15-minute pressure readings that day.", nullable=False),
+        Column("within_band_pct", pl.Float64(), "Share of readings inside the band, %.", nullable=False),
+        Column("below_band_pct", pl.Float64(), "Share below the band's minimum, %.", nullable=False),
+        Column("above_band_pct", pl.Float64(), "Share above the band's maximum, %.", nullable=False),
+        Column("min_pressure_m", pl.Float64(), "Lowest pressure of the day, m of water column."),
+        Column("mean_pressure_m", pl.Float64(), "Mean pressure of the day, m of water column."),
+        Column("band_min_m", pl.Float64(), "Band minimum used, m.", nullable=False),
+        Column("band_max_m", pl.Float64(), "Band maximum used, m.", nullable=False),
+    ),
+    key=("dma_id", "day"),
+)
+
+LOW_PRESSURE_EVENTS = LakeTable(
+    layer="marts",
+    name="dma_low_pressure_events",
+    description=(
+        "Each spell of consecutive 15-minute readings below the service band's minimum in a DMA: when it "
+        "began and ended, how long it lasted and how low it went."
+    ),
+    columns=(
+        Column("dma_id", pl.String(), "DMA.", nullable=False),
+        Column("started_at", pl.Datetime("us", "UTC"), "First reading below the band, UTC.", nullable=False),
+        Column("ended_at", pl.Datetime("us", "UTC"), "Last reading below the band, UTC.", nullable=False),
+        Column(
+            "duration_min",
+            pl.Float64(),
+            "From the first to 15 minutes after the last reading, minutes.",
+            nullable=False,
+        ),
+        Column("readings", pl.Int64(), "Readings below the band in the spell.", nullable=False),
+        Column("lowest_pressure_m", pl.Float64(), "Lowest pressure in the spell, m of water column.", nullable=False),
+    ),
+    key=("dma_id", "started_at"),
+)
