@@ -12,6 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
+from assets.bi_export import bi_export_defs
 from assets.quality_scores import quality_score_defs
 from orchestration import billing, dmama, erp, fleet, gis, markets, marts, operations, outbound, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
@@ -61,7 +62,9 @@ def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     sources = dg.Definitions.merge(*SOURCES)
     # The quality scores read every source's checks; the catalog shows every table, the scores' too.
     scored = dg.Definitions.merge(sources, quality_score_defs(sources))
-    merged = dg.Definitions.merge(platform_defs(), operations.defs, scored, catalog.catalog_defs(scored))
+    merged = dg.Definitions.merge(
+        platform_defs(), operations.defs, scored, catalog.catalog_defs(scored), bi_export_defs(scored)
+    )
     if not resources_override:
         return merged
     return dg.Definitions(
