@@ -326,7 +326,7 @@ class Lake(dg.ConfigurableResource):
                 scan = scan.filter(time >= start)
             if end is not None:
                 scan = scan.filter(time < end)
-        return table.conform(scan.collect())
+        return table.conform(table.with_added_columns(scan.collect()))
 
     def read_windows(self, table: LakeTable, starts: Sequence[datetime]) -> pl.DataFrame:
         """Rows of the processing-window files starting at ``starts`` (those that exist), in key order."""
@@ -337,7 +337,7 @@ class Lake(dg.ConfigurableResource):
         keys = [k for k in wanted if k in present]
         if not keys:
             return table.empty()
-        return table.conform(self._scan(keys).collect())
+        return table.conform(table.with_added_columns(self._scan(keys).collect()))
 
     def _scan(self, keys: Sequence[str]) -> pl.LazyFrame:
         if self.storage.is_local:

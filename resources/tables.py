@@ -135,6 +135,14 @@ class LakeTable:
             ]
         )
 
+    def with_added_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` read from files written before a nullable column was added, with that column empty.
+
+        Reads only: a writer that lacks a column is still refused by ``conform``.
+        """
+        added = [c for c in self.columns if c.name not in frame.columns and c.nullable]
+        return frame.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in added) if added else frame
+
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Columns in declared order and type, rows in key order, so equal data gives equal files."""
         missing = [c for c in self.column_names if c not in frame.columns]

@@ -19,6 +19,8 @@ from assets.lake_tables import lake_tables_by_asset
 from contracts.dmama import FLOW_READINGS
 from contracts.outbound import DEAD_LETTERS, DELIVERIES
 from contracts.scada import SCADA_POINTS
+from quality.qartod import flag_points
+from quality.timeseries import load_limits
 from resources.billing import BillingClient
 from resources.erp import ErpODataClient
 from resources.lake import time_windows
@@ -213,7 +215,7 @@ def scada_pump_points(day: datetime) -> pl.DataFrame:
         ("PS09-P1", day + timedelta(hours=23, minutes=50), 1.0, "GOOD"),
         ("PS09-P2", day + timedelta(hours=1), 0.0, "GOOD"),
     ]
-    return pl.DataFrame(
+    measured = pl.DataFrame(
         {
             "source": "modbus",
             "device": "pump-station-9",
@@ -225,8 +227,9 @@ def scada_pump_points(day: datetime) -> pl.DataFrame:
             "source_ts": [t for _, t, _, _ in signal],
             "received_ts": [t + timedelta(seconds=1) for _, t, _, _ in signal],
         },
-        schema=SCADA_POINTS.schema,
+        schema={name: dtype for name, dtype in SCADA_POINTS.schema.items() if not name.startswith("qc_")},
     )
+    return flag_points(measured, load_limits())  # as the scada/points asset lands them
 
 
 def test_pump_downtime_reaches_the_erp_once_through_a_500_after_commit_and_an_expired_csrf_token(

@@ -13,6 +13,8 @@ import pytest
 
 from contracts.dmama import FLOW_READINGS, METER_READINGS
 from contracts.scada import SCADA_POINTS
+from quality.qartod import flag_points
+from quality.timeseries import load_limits
 from resources.catalog import open_catalog
 from resources.lake import Lake, time_windows
 from tests.resources.test_catalog import night_readings, publish
@@ -100,8 +102,9 @@ def test_processing_windows_on_both(any_lake):
             "source_ts": [T0],
             "received_ts": [T0 + timedelta(seconds=2)],
         },
-        schema=SCADA_POINTS.schema,
+        schema={name: dtype for name, dtype in SCADA_POINTS.schema.items() if not name.startswith("qc_")},
     )
+    frame = SCADA_POINTS.conform(flag_points(frame, load_limits()))
     any_lake.replace_window(SCADA_POINTS, T0, frame)
     assert any_lake.read_windows(SCADA_POINTS, [T0, T0 + timedelta(minutes=5)]).rows() == frame.rows()
     assert any_lake.files(SCADA_POINTS) == [any_lake.window_location(SCADA_POINTS, T0)]
