@@ -196,6 +196,11 @@ def validate(instance: SupplyInstance) -> list[str]:
     ):
         if not (math.isfinite(value) and value >= 0):
             problems.append(f"{what} is {value!r}, expected a finite figure ≥ 0")
+    if instance.safety_stock == "soft" and instance.safety_penalty_per_t >= instance.shortage_penalty_per_t > 0:
+        problems.append(
+            f"safety_penalty_per_t {instance.safety_penalty_per_t:,} is not below shortage_penalty_per_t "
+            f"{instance.shortage_penalty_per_t:,}: the plan would leave demand unmet to keep safety stock"
+        )
     if instance.safety_stock not in SAFETY_MODES:
         problems.append(f"safety_stock is {instance.safety_stock!r}, expected one of {', '.join(SAFETY_MODES)}")
 
@@ -1018,6 +1023,8 @@ def generated_instance(
         for g in range(grinding)
     ]
     routes: list[Route] = []
+    # Small networks still get rail: fewer road lanes per GU than there are IUs.
+    road_per_gu = min(road_per_gu, max(integrated - rail_per_gu, 1))
     for g in range(grinding):
         distance = np.hypot(*(iu_xy - gu_xy[g]).T) + 20
         order = np.argsort(distance)
