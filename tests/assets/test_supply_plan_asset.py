@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from assets import erp, markets, supply_plan
-from contracts.erp import PLANTS, ROUTES, ROUTES_KEY
+from contracts.erp import INVENTORY, PLANTS, ROUTES, ROUTES_KEY
 from contracts.markets import ROAD_FREIGHT_COSTS
 from contracts.supply_plan import PLAN_COSTS, PLAN_PRODUCTION, PLAN_SHIPMENTS, PLAN_SHORTAGES, PLAN_STOCK
 from quality.erp import erp_checks
@@ -151,7 +151,6 @@ def test_the_plan_balances_on_the_erp_data(landed, lake, instance, server):
     # Each GU and hub: stock carried + arrivals − demand + shortage = closing stock, every month.
     for plant_id in network.demand_plants:
         opening = float(plants.filter(plant_id=plant_id)["opening_stock_t"].item())
-        from contracts.erp import INVENTORY
 
         inv = lake.read(INVENTORY).filter(plant_id=plant_id).sort("stock_date")
         previous = float(inv["stock_t"][-1]) if inv.height else opening
