@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 
@@ -197,6 +198,35 @@ def test_a_scenario_changes_the_plan_and_sits_beside_the_base(landed, lake, inst
     assert meta["closed_routes"] == closed and meta["demand_uplift_pct"] == 20.0
     # The base plan's files are untouched by the scenario.
     assert of(PLAN_SHIPMENTS, lake).equals(base_ships)
+
+
+def test_the_catalog_and_the_command_line_see_the_plan(landed, lake, instance, analyst_catalog, monkeypatch, capsys):
+    from ihub.cli import main
+    from orchestration.definitions import build_definitions
+
+    hub = build_definitions({"lake": lake, "catalog": analyst_catalog})
+    assert hub.resolve_job_def("analyst_catalog_job").execute_in_process(instance=instance).success
+    with duckdb.connect(analyst_catalog.path, read_only=True) as con:
+        totals = dict(
+            con.execute(
+                "SELECT scenario, sum(cost_inr) FROM plans.supply_plan_costs WHERE plan_start = DATE '2027-01-01' "
+                "GROUP BY scenario"
+            ).fetchall()
+        )
+        comment = con.execute(
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'supply_plan_shipments' AND column_name = 'trips'"
+        ).fetchone()[0]
+    assert set(totals) == {"base", "rail_closed_uplift"}
+    assert comment == "Trucks or rakes dispatched in the month."
+    # The planner's command on the same lake: the base plan again, within the 1 % gap.
+    monkeypatch.setenv("IHUB_LAKE_DIR", lake.root)
+    assert main(["optimize", "supply", "--period-start", "2027-01", "--gap", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "plan:      clinker plan 2027-01…2027-03" in out
+    objective = float(
+        next(line for line in out.splitlines() if line.startswith("objective:")).split()[1].replace(",", "")
+    )
+    assert objective == pytest.approx(totals["base"], rel=0.02)
 
 
 def test_no_plan_when_a_blocking_check_on_an_input_failed(landed, lake, instance):
