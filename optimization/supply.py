@@ -141,7 +141,10 @@ class SupplyInstance:
     bounds: tuple[Bound, ...] = ()
     shortage_penalty_per_t: float = 20_000.0  # what a tonne of unmet demand costs the business
     safety_stock: str = "soft"  # soft: going below safety stock is priced; hard: it is a constraint
-    safety_penalty_per_t: float = 2_000.0  # per tonne below safety stock per period (soft)
+    # Per tonne below safety stock per period (soft). Above what a tonne costs to make and deliver (~5,000
+    # INR), so the plan keeps safety stock whenever it can (also in the last month, where nothing after
+    # the horizon would otherwise pay for it); below the shortage price, so demand comes first.
+    safety_penalty_per_t: float = 10_000.0
     currency: str = "INR"
 
     @property
