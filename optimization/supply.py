@@ -373,18 +373,25 @@ class _Arrays:
         handling = np.array([r.handling_cost_per_t for r in routes], dtype=float)
         # Big-M: the least of what the route may carry, what its origin could ever send in a period
         # (production capacity plus all the stock it may hold) and what its destination could take
-        # (its storage plus the period's demand).
+        # (its storage plus the period's demand). An IU that receives clinker from another IU can pass it
+        # on in the same month, so neither of its own figures bounds it; what bounds every route is all
+        # the clinker that can exist by then (opening stock plus capacity so far), which a tonne crosses a
+        # route at most once in an optimal plan (a cycle only adds cost).
         cap_full = np.zeros((len(plants), n_t))
         cap_full[iu] = capacity
+        receives = np.bincount(destination, minlength=len(plants)) > 0
         origin_most = (
             cap_full[origin] + np.minimum(max_stock[origin], opening[origin] + cap_full[origin].sum(1))[:, None]
         )
+        origin_most[receives[origin]] = np.inf
         destination_most = max_stock[destination][:, None] + demand[destination]
+        destination_most[kinds[destination] == "IU"] = np.inf
+        network_most = np.minimum(opening, max_stock).sum() + np.cumsum(cap_full.sum(axis=0))
         route_cap = np.array([np.inf if r.capacity_t is None else r.capacity_t for r in routes], dtype=float)
         big_m = np.minimum(np.minimum(origin_most, destination_most), route_cap[:, None])
+        big_m = np.minimum(big_m, network_most[None, :]).reshape(len(routes), n_t)
         closed = np.array([r.closed for r in routes], dtype=bool)
         big_m[closed] = 0.0
-        big_m = np.where(np.isfinite(big_m), big_m, 0.0).reshape(len(routes), n_t)
         return cls(
             periods=periods,
             plants=plants,

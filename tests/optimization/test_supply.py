@@ -254,14 +254,43 @@ def test_instance_file_round_trips_and_names_unknown_fields(tmp_path):
 def test_command_line_solves_an_instance_file(tmp_path, capsys):
     path = save_instance(tiny(), tmp_path / "tiny.json")
     best, _ = exhaustive_optimum(tiny())
-    code = main(["optimize", "supply", "--instance", str(path), "--solver", "cbc", "--gap", "0"])
+    mps = tmp_path / "tiny.mps"
+    code = main(["optimize", "supply", "--instance", str(path), "--solver", "cbc", "--gap", "0", "--mps", str(mps)])
     out = capsys.readouterr().out
     assert code == 0
     assert "status:    optimal" in out
     assert f"objective: {best:,.2f} INR" in out
     assert "IU01-GU02-RAIL" in out or "IU01-GU01-ROAD" in out
     assert "shortages: none, all demand met" in out
+    assert "ROWS" in mps.read_text()  # the model as MPS, on request
     bad = replace(tiny(), routes=(Route("X", "GU01", "GU02", "ROAD", 1),))
     save_instance(bad, tmp_path / "bad.json")
     assert main(["optimize", "supply", "--instance", str(tmp_path / "bad.json")]) == 2
     assert "route X: origin GU01 is a GU; routes leave an IU" in capsys.readouterr().err
+
+
+def test_an_iu_passes_clinker_on_beyond_its_own_storage():
+    """IU02 has 10 t of storage and no kiln of its own running, but forwards IU01's clinker within the month:
+    the route bounds (big-M) must not cap the transfer at IU02's storage."""
+    inst = SupplyInstance(
+        name="transshipment",
+        periods=("2027-01",),
+        plants=(
+            Plant("IU01", "IU", max_stock_t=20, capacity_t=(100,), production_cost_per_t=10),
+            Plant("IU02", "IU", max_stock_t=10, capacity_t=(0,), production_cost_per_t=10),
+            Plant("GU01", "GU", max_stock_t=10, demand_t=(80,)),
+        ),
+        routes=(
+            Route(
+                "IU01-IU02-RAIL", "IU01", "IU02", "RAIL", 1, vehicle_capacity_t=100, cost_per_trip=50, min_batch_t=50
+            ),
+            Route("IU02-GU01-ROAD", "IU02", "GU01", "ROAD", 2, vehicle_capacity_t=20, cost_per_trip=5),
+        ),
+        shortage_penalty_per_t=1000,
+        safety_penalty_per_t=100,
+    )
+    result = plan(inst, SolverOptions(mip_rel_gap=0.0))
+    assert result.tables()["shortages"].height == 0
+    ships = dict(result.tables()["shipments"].select("route_id", "shipped_t").iter_rows())
+    assert ships == {"IU01-IU02-RAIL": 80.0, "IU02-GU01-ROAD": 80.0}
+    assert result.solution.objective == pytest.approx(80 * 10 + 80 * 1 + 50 + 80 * 2 + 4 * 5)
