@@ -61,6 +61,8 @@ def instance_from_lake(
     name: str | None = None,
 ) -> tuple[SupplyInstance, dict[str, Any]]:
     """The instance for ``horizon`` months from ``first_month`` and figures saying where inputs came from."""
+    if not 1 <= horizon <= 12:
+        raise InstanceError("lake", [f"horizon of {horizon} months: a supply plan covers 1 to 12 monthly periods"])
     months = month_starts(first_month.replace(day=1), horizon)
     labels = [f"{m:%Y-%m}" for m in months]
     as_of = as_of or datetime.now(UTC)
