@@ -68,7 +68,7 @@ def derived_views(local_timezone: str) -> list[SqlView]:
 
 def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ...]]) -> dg.AssetsDefinition:
     """The catalog asset over the given lake tables, depending on the assets that write them."""
-    tables = tuple(table for declared in tables_by_asset.values() for table in declared)
+    tables = _distinct(table for declared in tables_by_asset.values() for table in declared)
 
     @dg.asset(
         key=ANALYST_CATALOG_KEY,
@@ -106,7 +106,12 @@ def analyst_catalog_asset(tables_by_asset: dict[dg.AssetKey, tuple[LakeTable, ..
 
 def catalog_tables(assets: Sequence) -> tuple[LakeTable, ...]:
     """Every lake table the given assets declare, in asset-key order."""
-    return tuple(table for declared in lake_tables_by_asset(assets).values() for table in declared)
+    return _distinct(table for declared in lake_tables_by_asset(assets).values() for table in declared)
+
+
+def _distinct(tables) -> tuple[LakeTable, ...]:
+    """Each table once: several assets may write one table (every outbound asset writes the delivery ledger)."""
+    return tuple({(t.layer, t.name): t for t in tables}.values())
 
 
 def catalog_defs(sources: dg.Definitions) -> dg.Definitions:

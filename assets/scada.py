@@ -64,6 +64,9 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
             description=f"scada: no published or archived window starts in {span.start:%Y-%m-%dT%H:%M}Z–"
             f"{span.end:%H:%M}Z in {scada_spool.root}; nothing to load (was the collector running?)"
         )
+    from quality.qartod import FLAG_NAMES, flag_points
+
+    limits = timeseries.load_limits()
     received_total = written_total = late = comm_fail = bad = fleet = 0
     frames = []
     for listed in manifests:
@@ -76,6 +79,8 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
         measured = everything.filter(pl.col("source") != FLEET_SOURCE)
         fleet += everything.height - measured.height
         unique = measured.sort([*SCADA_POINTS.key, "received_ts"]).unique(subset=list(SCADA_POINTS.key), keep="first")
+        # Each point carries its QARTOD verdict, so a chart or a mart can leave out what failed.
+        unique = flag_points(unique, limits)
         written = lake.replace_window(SCADA_POINTS, manifest.start, unique)
         # Acknowledged only once the window is safely in the lake: acknowledged means loaded.
         scada_spool.acknowledge(manifest.window, by=f"dagster run {context.run.run_id}", points=written.rows)
@@ -87,6 +92,7 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
         bad += int(by_quality.get("BAD", 0))
         frames.append(unique)
     unique = pl.concat(frames)
+    flags = {FLAG_NAMES[code]: int(n) for code, n in unique.group_by("qc_flag").len().iter_rows() if code is not None}
     return dg.MaterializeResult(
         metadata={
             "window": ", ".join(m.window for m in manifests),
@@ -100,6 +106,10 @@ def points(context: dg.AssetExecutionContext, scada_spool: ScadaWindows, lake: L
             "late_points": late,
             "comm_fail_points": comm_fail,
             "bad_points": bad,
+            "qc_flags": flags,
+            "qc_suspect_or_failed_pct": round(
+                100 * (flags.get("suspect", 0) + flags.get("fail", 0)) / max(1, written_total), 3
+            ),
             "fleet_points_left_to_fleet_assets": fleet,
             "window_end": manifests[-1].end.isoformat(),
             **_hour_status(context, scada_spool, manifests[-1].length_s),

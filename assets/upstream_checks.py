@@ -66,6 +66,8 @@ def upstream_check_report(
                 [key], partition_filter=PartitionKeyFilter(key=partition) if partition is not None else None
             )
             record = latest.get(key)
+            if record is not None and record.status == AssetCheckExecutionRecordStatus.PLANNED:
+                record = _evaluated_in_same_run(storage, key, record)
             name = f"{key.asset_key.to_user_string()}:{key.name}" + (
                 f" (partition {partition})" if partition is not None else ""
             )
@@ -82,6 +84,19 @@ def upstream_check_report(
             else:
                 passed += 1
     return UpstreamCheckReport(failed=tuple(failed), passed=passed, never_ran=tuple(never_ran))
+
+
+def _evaluated_in_same_run(storage, key: dg.AssetCheckKey, planned):
+    """The evaluation a range run recorded for a partition it planned, else the planned record itself.
+
+    A run over a range of partitions (a single-run backfill) plans the check once per partition but
+    records one evaluation for the whole range, without a partition: that evaluation judges this
+    partition too.
+    """
+    for record in storage.get_asset_check_execution_history(key, limit=50):
+        if record.run_id == planned.run_id and record.status != AssetCheckExecutionRecordStatus.PLANNED:
+            return record
+    return planned
 
 
 def require_upstream_checks(

@@ -20,6 +20,18 @@ _POINT_COLUMNS = (
     Column("sensor_type", pl.String(), "What is measured: flow, pressure, level, temperature, power …", nullable=False),
 )
 
+_QC = "QARTOD code (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing; quality/qartod.py)"
+# Judged per receive window: the last value of a window has no follower, so its spike test is not evaluated.
+QC_COLUMNS = (
+    Column("qc_timing", pl.Int32(), f"Timestamp test: fail when measured after it was received. {_QC}."),
+    Column("qc_gross_range", pl.Int32(), f"Gross range test against the sensor type's limits. {_QC}."),
+    Column("qc_spike", pl.Int32(), f"Spike test: a lone jump away from both neighbours. {_QC}."),
+    Column("qc_rate_of_change", pl.Int32(), f"Rate of change test, per second. {_QC}."),
+    Column("qc_flat_line", pl.Int32(), f"Flat line test: the same value for longer than the sensor allows. {_QC}."),
+    Column("qc_duplicate", pl.Int32(), f"Duplicate test: the same point at the same instant twice. {_QC}."),
+    Column("qc_flag", pl.Int32(), f"Overall flag, the worst of the tests that could run. {_QC}."),
+)
+
 SCADA_POINTS = LakeTable(
     layer="raw",
     name="scada_points",
@@ -33,6 +45,7 @@ SCADA_POINTS = LakeTable(
         ),
         Column("source_ts", UTC_TIME, "When the device measured the value, UTC.", nullable=False),
         Column("received_ts", UTC_TIME, "When the collector received it, UTC.", nullable=False),
+        *QC_COLUMNS,
     ),
     key=("source", "unit_id", "sensor_type", "source_ts"),
     time_column="source_ts",

@@ -33,6 +33,10 @@ class Step:
     what: str
     job: str
     keys: tuple[str, str] | None = None
+    show: str | None = None  # a markdown-list metadata entry of the run's assets printed after it (deliveries)
+    # Partition range worked out when the step starts, for a source that only answers for the hour in
+    # progress (a forecast is fetched as issued): the demo may have crossed an hour since it began.
+    keys_when_run: Callable[[], tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,15 @@ def _weather_steps(now: datetime, options: DemoOptions) -> list[Step]:
             "weather_observations_job",
             (hour_keys[0], hour_keys[-1]),
         ),
-        Step("weather forecasts issued in the same hours", "weather_forecasts_job", (hour_keys[0], hour_keys[-1])),
+        Step(
+            "weather forecasts issued in the same hours",
+            "weather_forecasts_job",
+            (hour_keys[0], hour_keys[-1]),
+            keys_when_run=lambda: (
+                hour_keys[0],
+                hourly.get_partition_key_for_timestamp(datetime.now(UTC).timestamp()),
+            ),
+        ),
     ]
 
 
@@ -290,9 +302,32 @@ def _fleet_steps(now: datetime, options: DemoOptions) -> list[Step]:
     return [Step(f"truck positions and trips, {first} … {last} UTC", "fleet_job", (first, last))]
 
 
+def _serve_outbound(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    """Outbound talks to the billing simulator started above. So that the demo has an anomaly to tell billing
+    about, a register rollover is armed on billing's readings of the last closed day (as billing's own tests
+    do): the readings job lands it, flagged, and the alerts job posts it once."""
+    import httpx
+
+    from assets.billing import reading_days
+    from simulators.billing import ALERTS_PATH, READINGS_PATH
+
+    url = os.environ["BILLING_BASE_URL"]
+    day = reading_days.get_partition_keys(current_time=datetime.now(UTC))[-1]
+    armed = httpx.post(f"{url}/_sim/faults", json={"kind": "rollover", "path": READINGS_PATH, "date": day})
+    armed.raise_for_status()
+    return f"{url}{ALERTS_PATH} (billing's alerts endpoint; a rollover armed on {day})", {}
+
+
+def _outbound_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.billing import reading_days
+
+    day = reading_days.get_partition_keys(current_time=now)[-1]
+    return [Step(f"anomaly alerts to billing for {day}", "outbound_billing_alerts_job", (day, day), "deliveries")]
+
+
 # In order: a source whose assets read another's tables comes after it (billing and the GIS join DMAMA's
 # meters; weather places its stations at the GIS's DMA centroids, or DMAMA's coordinates; the fleet's geofences
-# come from the ERP's plants).
+# come from the ERP's plants; outbound sends what billing's readings showed).
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("dmama", _serve_dmama, _dmama_steps),
     DemoSource("billing", _serve_billing, _billing_steps),
@@ -301,6 +336,7 @@ SOURCES: tuple[DemoSource, ...] = (
     DemoSource("weather", _serve_weather, _weather_steps),
     DemoSource("erp", _serve_erp, _erp_steps),
     DemoSource("fleet", _serve_fleet, _fleet_steps),
+    DemoSource("outbound", _serve_outbound, _outbound_steps),
 )
 
 
@@ -351,10 +387,11 @@ def _run_pipeline(options: DemoOptions) -> int:
         _say(f"[{number}/{len(steps)}] {step.what} …")
         started = time.monotonic()
         tags = {}
-        if step.keys:
+        keys = step.keys_when_run() if step.keys_when_run else step.keys
+        if keys:
             tags = {
-                "dagster/asset_partition_range_start": step.keys[0],
-                "dagster/asset_partition_range_end": step.keys[1],
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[1],
             }
         result = defs.resolve_job_def(step.job).execute_in_process(
             instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
@@ -376,6 +413,11 @@ def _run_pipeline(options: DemoOptions) -> int:
                 failures.append(f"{event.asset_key.to_user_string()}:{event.check_name} {outcome}")
         status = "done" if result.success else "FAILED"
         _say(f"      {status} in {time.monotonic() - started:.1f}s (run {result.run_id[:8]})")
+        if step.show:
+            for metadata in per_asset.values():
+                shown = getattr(metadata.get(step.show), "value", "")
+                for line in str(shown or "").splitlines():
+                    _say(f"      {line.removeprefix('- ')}")
         if not result.success:
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:

@@ -12,7 +12,8 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
-from orchestration import billing, dmama, erp, fleet, gis, markets, scada, supply, weather
+from assets.quality_scores import quality_score_defs
+from orchestration import billing, dmama, erp, fleet, gis, markets, operations, outbound, scada, supply, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -28,6 +29,7 @@ SOURCES = (
     billing.defs,
     gis.defs,
     fleet.defs,
+    outbound.defs,
     supply.defs,
 )
 
@@ -57,7 +59,9 @@ def platform_defs() -> dg.Definitions:
 def build_definitions(resources_override: dict | None = None) -> dg.Definitions:
     """The hub's Definitions; ``resources_override`` swaps resources (tests point them elsewhere)."""
     sources = dg.Definitions.merge(*SOURCES)
-    merged = dg.Definitions.merge(platform_defs(), sources, catalog.catalog_defs(sources))
+    # The quality scores read every source's checks; the catalog shows every table, the scores' too.
+    scored = dg.Definitions.merge(sources, quality_score_defs(sources))
+    merged = dg.Definitions.merge(platform_defs(), operations.defs, scored, catalog.catalog_defs(scored))
     if not resources_override:
         return merged
     return dg.Definitions(

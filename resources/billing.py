@@ -19,7 +19,7 @@ import hmac
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ SOURCE = "billing"
 READINGS_PATH = "/api/v1/meter-readings"
 MONTHLY_PATH = "/api/v1/consumption/monthly"
 CUSTOMERS_PATH = "/api/v1/customers"
+ALERTS_PATH = "/api/v1/anomaly-alerts"
 MAX_DAYS_PER_REQUEST = 92  # the API refuses longer ranges; longer asks are split
 # Personal fields of a customer record: dropped at ingestion, or kept only as a keyed hash.
 PII_DROPPED = ("name", "address")
@@ -209,6 +210,32 @@ class BillingClient(dg.ConfigurableResource):
             raise PayloadError(SOURCE, CUSTOMERS_PATH, f"more than {max_pages} pages; the paging never ended")
 
         return self._scrubbed(fetch)
+
+    def post_alert(
+        self,
+        alert: Mapping[str, Any],
+        idempotency_key: str,
+        *,
+        response_info: dict[str, Any] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST an anomaly alert with its ``Idempotency-Key`` (retried with the same key, so a retry after
+        billing committed returns the alert first stored); returns the stored alert. ``response_info``
+        receives the answer's status and the attempts it took."""
+
+        def send() -> dict[str, Any]:
+            body = self._client().post_json(
+                ALERTS_PATH,
+                dict(alert),
+                headers={"Idempotency-Key": idempotency_key},
+                response_info=response_info,
+                response_headers=response_headers,
+            )
+            if not isinstance(body, dict) or not isinstance(body.get("alert_id"), str):
+                raise PayloadError(SOURCE, ALERTS_PATH, "the answer to an alert has no alert_id", method="POST")
+            return body
+
+        return self._scrubbed(send)
 
 
 def _instant(value: Any) -> datetime | None:

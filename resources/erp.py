@@ -327,11 +327,26 @@ class ErpODataClient(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------ writes
 
-    def create(self, entity_set: str, entity: Mapping[str, Any]) -> dict[str, Any]:
-        """POST one entity (with the CSRF handshake); returns the entity the service created."""
+    def create(
+        self,
+        entity_set: str,
+        entity: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        response_info: dict[str, Any] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST one entity (with the CSRF handshake); returns the entity the service created. ``headers`` go
+        with the request (a ``Repeatability-Request-ID``); ``response_info`` receives status and attempts."""
         http = self._client()
         params = f"?sap-client={self.sap_client}" if self.sap_client else ""
-        body = http.post_json(f"/{entity_set}{params}", dict(entity))
+        body = http.post_json(
+            f"/{entity_set}{params}",
+            dict(entity),
+            headers=headers,
+            response_info=response_info,
+            response_headers=response_headers,
+        )
         created = body.get("d") if isinstance(body, dict) else None
         if not isinstance(created, dict):
             raise PayloadError(

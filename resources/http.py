@@ -733,12 +733,28 @@ class ResilientClient:
         return self.request("POST", path, data=data, headers=headers, decode="json", authenticate=authenticate)
 
     def post_json(
-        self, path: str, body: Any, *, headers: Mapping[str, str] | None = None, authenticate: bool = True
+        self,
+        path: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        authenticate: bool = True,
+        response_headers: dict[str, str] | None = None,
+        response_info: dict[str, Any] | None = None,
     ) -> Any:
-        """POST a JSON document and return the decoded JSON answer."""
+        """POST a JSON document and return the decoded JSON answer (`request` says what the dicts receive)."""
         content = json.dumps(body).encode()
         merged = {"Content-Type": "application/json", **(headers or {})}
-        return self.request("POST", path, content=content, headers=merged, decode="json", authenticate=authenticate)
+        return self.request(
+            "POST",
+            path,
+            content=content,
+            headers=merged,
+            decode="json",
+            authenticate=authenticate,
+            response_headers=response_headers,
+            response_info=response_info,
+        )
 
     def post_xml(self, path: str, body: str | bytes, *, headers: Mapping[str, str] | None = None) -> ET.Element:
         """POST an XML document (a SOAP envelope) and return the root element of the answer."""
@@ -802,14 +818,16 @@ class ResilientClient:
         decode: Literal["json", "xml", "none"] = "json",
         authenticate: bool = True,
         response_headers: dict[str, str] | None = None,
+        response_info: dict[str, Any] | None = None,
     ) -> Any:
         """Send a request under the retry policy and return the decoded body (`decode="none"`: bytes).
 
-        `response_headers`, when given, receives the successful answer's headers (lower-case names).
+        `response_headers`, when given, receives the successful answer's headers (lower-case names);
+        `response_info` its ``status`` and the ``attempts`` it took (what a delivery ledger records).
         Raises `SourceError` (or `PayloadError`, `CircuitOpenError`) naming source and endpoint, with
         every secret of this client replaced by ``***``.
         """
-        options = (params, data, content, headers, decode, authenticate, response_headers)
+        options = (params, data, content, headers, decode, authenticate, response_headers, response_info)
         try:
             return self._request(method, path, options)
         except BaseException as exc:
@@ -884,6 +902,7 @@ class ResilientClient:
         decode,
         authenticate,
         response_headers,
+        response_info=None,
     ):
         self.limiter.wait(call.covered_until)
         # A request made inside another one (an auth flow fetching its token) rides on its parent's
@@ -950,6 +969,8 @@ class ResilientClient:
             self.breaker.record_success()
             if response_headers is not None:
                 response_headers.update((k.lower(), v) for k, v in answer.headers.items())
+            if response_info is not None:
+                response_info.update(status=status, attempts=call.attempts)
             return value
         if status in self.retry_statuses and not self._is_client_fault(answer, decode):
             retry_after = _parse_retry_after(answer.headers.get("retry-after"))

@@ -15,6 +15,13 @@ Serves, from a Starlette app on loopback:
   data: name, address, phone) changed after ``changed_since`` (all of them without it), ordered by change
   time, paged by an opaque ``cursor``; every answer carries ``as_of``, the instant the listing is complete
   up to, which is the ``changed_since`` of the next incremental call.
+- ``POST /api/v1/anomaly-alerts`` with an ``Idempotency-Key`` header: an anomaly the hub found (a leak
+  suspicion on a DMA, a stopped meter, reverse flow, a register rollover) becomes a billing work item. The
+  key is stored with the alert: the same key again answers 200 with the alert first stored (header
+  ``Idempotent-Replayed: true``) and stores nothing; the same key with another body is a 422; a new key is
+  a 201 with a new ``alert_id``. ``GET`` lists the stored alerts. ``truncated`` and ``malformed`` break the
+  answer after the alert is stored. Every POST that reached the handler is
+  recorded (``alert_posts``) so tests can count what was sent and what was stored.
 
 The customers and meters are DMAMA's (``simulators/dmama.py``, same seed and size): one customer per DMAMA
 customer meter, inflow meters are not billed, and the closing register of a day is DMAMA's register of that
@@ -24,11 +31,13 @@ deterministic instant; a listing shows each customer as it is at the simulator's
 
 Faults come from the shared fault book (``simulators/faults.py``: ``status``, ``rate_limited``, ``slow``,
 ``truncated``, ``malformed``, ``wrong_types``, ``duplicates``, ``out_of_order``) plus this source's own:
-``rollover`` (a 5-digit meter's register reads 99,678 one day and 00,123 the next: 445 m³ across the
-rollover), ``implausible_decrease`` (one day's register reads lower than the day before, mid-dial: a misread,
-not a rollover), ``token_expired`` and ``token_revoked`` (the request's access token expires early, or the
-whole session, refresh token included, is revoked). ``expire_tokens_after`` and ``revoke_sessions_after``
-do the same after a number of further API requests, to hit a long backfill in the middle.
+``commit_then_500`` (an anomaly alert is stored, then the answer is a 500, as when a proxy times out after the
+server committed), ``rollover`` (a 5-digit meter's register reads 99,678 one day and 00,123 the next: 445 m³
+across the rollover), ``implausible_decrease`` (one day's register reads lower than the day before, mid-dial:
+a misread, not a rollover), ``token_expired`` and ``token_revoked`` (the request's access token expires early,
+or the whole session, refresh token included, is revoked). ``expire_tokens_after`` and
+``revoke_sessions_after`` do the same after a number of further API requests, to hit a long backfill in the
+middle.
 """
 
 from __future__ import annotations
@@ -76,8 +85,10 @@ __all__ = [
     "serve_billing",
 ]
 
-OWN_FAULTS = frozenset({"rollover", "implausible_decrease", "token_expired", "token_revoked"})
+OWN_FAULTS = frozenset({"rollover", "implausible_decrease", "token_expired", "token_revoked", "commit_then_500"})
 READINGS_PATH = "/api/v1/meter-readings"
+ALERTS_PATH = "/api/v1/anomaly-alerts"
+ALERT_KINDS = frozenset({"leak_suspicion", "stopped_meter", "reverse_flow", "meter_rollover"})
 MONTHLY_PATH = "/api/v1/consumption/monthly"
 CUSTOMERS_PATH = "/api/v1/customers"
 MAX_READING_DAYS = 92
@@ -174,6 +185,8 @@ class BillingSimulator:
         self.logins = 0
         self.refreshes = 0
         self.last_changed_since: str | None = None  # what the last customers call asked for (tests read it)
+        self._alerts: dict[str, dict[str, Any]] = {}  # idempotency key -> {"digest", "alert"}
+        self.alert_posts: list[dict[str, Any]] = []  # every POST the alerts handler saw: key, outcome, id, body
         self._epoch = datetime.fromisoformat(self.config.epoch.replace("Z", "+00:00"))
         self._records: dict[tuple[int, int], dict[str, Any]] = {}
         self._build_customers()
@@ -510,6 +523,7 @@ class BillingSimulator:
                 Route(READINGS_PATH, self._endpoint(self._readings, api=True), methods=["GET"]),
                 Route(MONTHLY_PATH, self._endpoint(self._monthly_ep, api=True), methods=["GET"]),
                 Route(CUSTOMERS_PATH, self._endpoint(self._customers_ep, api=True), methods=["GET"]),
+                Route(ALERTS_PATH, self._alerts_endpoint, methods=["GET", "POST"]),
                 Route("/_sim/faults", faults_endpoint(self.faults), methods=["GET", "POST", "DELETE"]),
                 Route("/_sim/tokens", self._sim_tokens, methods=["POST"]),
             ]
@@ -653,6 +667,86 @@ class BillingSimulator:
             state = {"since": since, "as_of": _iso(as_of), "after": [last["updated_at"], last["customer_id"]]}
             following = _b64(json.dumps(state, separators=(",", ":")).encode())
         return {"items": items, "next_cursor": following, "as_of": _iso(as_of)}
+
+    # ------------------------------------------------------------------ anomaly alerts (outbound, idempotent)
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts stored, in the order they were first stored."""
+        with self._lock:
+            return [dict(entry["alert"]) for entry in self._alerts.values()]
+
+    def posts_with_key(self, key: str) -> list[dict[str, Any]]:
+        """Every POST the alerts handler saw with this idempotency key (replays included)."""
+        with self._lock:
+            return [dict(p) for p in self.alert_posts if p["key"] == key]
+
+    async def _alerts_endpoint(self, request: Request) -> Response:
+        path = request.url.path
+        fault = self.faults.take(path)
+        await delay(fault)
+        self._tick()
+        try:
+            if fault is not None and fault.kind == "status":
+                response: Response = status_response(fault)
+            else:
+                self._bearer(request, fault)
+                if request.method == "GET":
+                    response = JSONResponse({"items": self.alerts})
+                else:
+                    response = self._post_alert(request, await request.body(), fault)
+                    if fault is not None and fault.kind in ("truncated", "malformed") and response.status_code < 300:
+                        # Stored, but the answer is broken on its way back: the client cannot tell it was.
+                        content = mangle_body(bytes(response.body), fault)
+                        response = Response(content, response.status_code, media_type="application/json")
+        except _ApiError as exc:
+            response = JSONResponse({"error": exc.error, "detail": exc.detail}, exc.status, headers=exc.headers)
+        self.stats.record(path, response.status_code)
+        return response
+
+    def _post_alert(self, request: Request, body: bytes, fault: Fault | None) -> Response:
+        key = request.headers.get("idempotency-key", "")
+        if not 16 <= len(key) <= 255:
+            raise _ApiError(
+                400, "idempotency_key_required", "an Idempotency-Key header of 16-255 characters is required"
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise _ApiError(400, "bad_request", "expected a JSON object")
+        if payload.get("kind") not in ALERT_KINDS:
+            raise _ApiError(
+                422, "unknown_kind", f"kind must be one of {sorted(ALERT_KINDS)}, got {payload.get('kind')!r}"
+            )
+        subject = payload.get("meter_id") if payload["kind"] != "leak_suspicion" else payload.get("dma_id")
+        if not isinstance(subject, str) or not subject:
+            field_name = "dma_id" if payload["kind"] == "leak_suspicion" else "meter_id"
+            raise _ApiError(422, "missing_subject", f"a {payload['kind']} alert needs {field_name}")
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            known = self._alerts.get(key)
+            if known is None:
+                alert = {
+                    "alert_id": f"ALR-{len(self._alerts) + 1:06d}",
+                    **payload,
+                    "received_at": _iso(self._now()),
+                    "status": "open",
+                }
+                self._alerts[key] = {"digest": digest, "alert": alert}
+                outcome, status = "stored", 201
+            elif known["digest"] != digest:
+                outcome, status, alert = "refused", 422, known["alert"]
+            else:
+                outcome, status, alert = "replayed", 200, known["alert"]
+            self.alert_posts.append({"key": key, "outcome": outcome, "alert_id": alert["alert_id"], "body": payload})
+        if status == 422:
+            raise _ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with another body")
+        if fault is not None and fault.kind == "commit_then_500":
+            return JSONResponse({"error": "internal_error", "detail": "simulated 500 after commit"}, 500)
+        headers = {"Idempotent-Replayed": "true"} if outcome == "replayed" else {}
+        return JSONResponse(alert, status, headers=headers)
 
     async def _sim_tokens(self, request: Request) -> Response:
         if (denied := loopback_only(request)) is not None:

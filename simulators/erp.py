@@ -24,7 +24,16 @@ not know the future. Faults come from the shared `FaultBook` (``status``, ``rate
 ``truncated``, ``malformed``, ``wrong_types``, ``duplicates``, ``out_of_order``) plus this source's own:
 ``repeated_page`` (a page after the first repeats the rows of the one before, or with ``mode="loop"``
 its ``__next`` points back at itself), ``orphan_route`` (a route to a plant the ERP has no master data
-for) and ``csrf_expired`` (the session's CSRF token is forgotten before a POST is checked).
+for), ``csrf_expired`` (the session's CSRF token is forgotten before a POST is checked) and
+``commit_then_500`` (a POST is stored, then answered with a 500, as when the Gateway times out after the
+backend committed).
+
+What the hub sends back (``resources/outbound.py``): ``EquipmentDowntimeSet`` (a pump out of service from
+SCADA, for plant maintenance) and ``PlanConfirmationSet`` (the production and shipment lines of an
+approved supply plan). Both require the CSRF token and a ``Repeatability-Request-ID`` header (OData's
+repeatable requests): the first POST with an id is stored and answered 201 with ``Repeatability-Result:
+accepted``; the same id again answers 200 with the entity first stored (nothing new is stored), the same
+id with another body a 422. Every POST that passed the CSRF check is recorded (``posts``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import secrets
@@ -67,7 +77,8 @@ __all__ = [
 
 SERVICE_PATH = "/sap/opu/odata/sap/ZSCM_SRV"
 SESSION_COOKIE = "SAP_SESSIONID_ERP_100"
-OWN_FAULTS = frozenset({"repeated_page", "orphan_route", "csrf_expired"})
+OWN_FAULTS = frozenset({"repeated_page", "orphan_route", "csrf_expired", "commit_then_500"})
+REPEATABILITY_HEADER = "Repeatability-Request-ID"
 FAULT_KINDS = faults.COMMON_FAULTS | OWN_FAULTS
 ORPHAN_PLANT = "GU99"
 
@@ -245,7 +256,53 @@ SUPPLY_PLAN_SET = EntitySet(
         "CreatedAt": "Edm.DateTime",
     },
 )
-ENTITY_SETS = {s.name: s for s in (PLANT_SET, ROUTE_SET, DEMAND_SET, INVENTORY_SET, SUPPLY_PLAN_SET)}
+EQUIPMENT_DOWNTIME_SET = EntitySet(
+    "EquipmentDowntimeSet",
+    "EquipmentDowntime",
+    ("DowntimeId",),
+    {
+        "DowntimeId": "Edm.String",
+        "Equipment": "Edm.String",
+        "Station": "Edm.String",
+        "StartedAt": "Edm.DateTime",
+        "EndedAt": "Edm.DateTime",
+        "DurationMin": "Edm.Decimal",
+        "Ongoing": "Edm.Boolean",
+        "Reason": "Edm.String",
+        "CreatedAt": "Edm.DateTime",
+    },
+)
+PLAN_CONFIRMATION_SET = EntitySet(
+    "PlanConfirmationSet",
+    "PlanConfirmation",
+    ("ConfirmationId",),
+    {
+        "ConfirmationId": "Edm.String",
+        "PlanId": "Edm.String",
+        "Scenario": "Edm.String",
+        "LineType": "Edm.String",
+        "Plant": "Edm.String",
+        "RouteId": "Edm.String",
+        "PeriodStart": "Edm.DateTime",
+        "Quantity": "Edm.Decimal",
+        "BaseUnit": "Edm.String",
+        "ApprovedBy": "Edm.String",
+        "CreatedAt": "Edm.DateTime",
+    },
+)
+OUTBOUND_SETS = {s.name: s for s in (EQUIPMENT_DOWNTIME_SET, PLAN_CONFIRMATION_SET)}
+ENTITY_SETS = {
+    s.name: s
+    for s in (
+        PLANT_SET,
+        ROUTE_SET,
+        DEMAND_SET,
+        INVENTORY_SET,
+        SUPPLY_PLAN_SET,
+        EQUIPMENT_DOWNTIME_SET,
+        PLAN_CONFIRMATION_SET,
+    )
+}
 
 
 def _key_predicate(entity: EntitySet, row: dict[str, Any]) -> str:
@@ -287,6 +344,9 @@ class ErpSimulator:
         self._lock = threading.Lock()
         self._sessions: dict[str, str] = {}  # session cookie → CSRF token
         self._plans: list[dict[str, Any]] = []
+        self._created: dict[str, list[dict[str, Any]]] = {name: [] for name in OUTBOUND_SETS}
+        self._repeatable: dict[str, dict[str, Any]] = {}  # Repeatability-Request-ID -> {"digest", "set", "row"}
+        self.posts: list[dict[str, Any]] = []  # every POST past the CSRF check: set, request id, outcome, body
         self.pages_served: list[tuple[str, int]] = []  # (entity set, offset) of every page answered
         self.app = Starlette(
             routes=[
@@ -322,6 +382,16 @@ class ErpSimulator:
     def supply_plans(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(p) for p in self._plans]
+
+    def created(self, entity_set: str) -> list[dict[str, Any]]:
+        """The entities stored in an outbound entity set (typed rows), in the order they were stored."""
+        with self._lock:
+            return [dict(row) for row in self._created[entity_set]]
+
+    def posts_with_id(self, request_id: str) -> list[dict[str, Any]]:
+        """Every POST that carried this Repeatability-Request-ID (replays included)."""
+        with self._lock:
+            return [dict(p) for p in self.posts if p["request_id"] == request_id]
 
     def now(self) -> datetime:
         return (self.config.now or (lambda: datetime.now(UTC)))()
@@ -375,6 +445,9 @@ class ErpSimulator:
                 for r in routes
             ]
             rows.sort(key=lambda r: r["RouteId"])
+        elif entity_set in OUTBOUND_SETS:
+            with self._lock:
+                rows = [dict(row) for row in self._created[entity_set]]
         elif entity_set == "DemandForecastSet":
             rows = [
                 {
@@ -572,6 +645,8 @@ class ErpSimulator:
             return Response(
                 b"CSRF token validation failed", 403, headers={"x-csrf-token": "Required"}, media_type="text/plain"
             )
+        if name in OUTBOUND_SETS:
+            return self._post_repeatable(request, OUTBOUND_SETS[name], body, fault)
         if name != "SupplyPlanSet":
             raise ODataError(405, "/IWBEP/CM_MGW_RT/051", f"Entity set '{name}' does not support creation")
         try:
@@ -584,6 +659,94 @@ class ErpSimulator:
                 raise ODataError(409, "/IWBEP/CM_MGW_RT/025", "Supply plan line already exists")
             self._plans.append(plan)
         return self._json({"d": self._entity(SUPPLY_PLAN_SET, request, plan)}, fault, status=201)
+
+    def _post_repeatable(
+        self, request: Request, entity: EntitySet, body: bytes, fault: faults.Fault | None
+    ) -> Response:
+        """A create that is stored once per Repeatability-Request-ID, whatever the number of retries."""
+        request_id = request.headers.get(REPEATABILITY_HEADER.lower(), "")
+        if not 16 <= len(request_id) <= 255:
+            raise ODataError(400, "ZSCM/010", f"Header {REPEATABILITY_HEADER} (16-255 characters) is required")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ODataError(400, "/IWBEP/CM_MGW_RT/009", "Request body is not JSON") from None
+        row = self._outbound_row(entity, payload)
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            known = self._repeatable.get(request_id)
+            if known is None:
+                prefix = "DT" if entity is EQUIPMENT_DOWNTIME_SET else "PC"
+                row[entity.key[0]] = f"{prefix}{len(self._created[entity.name]) + 1:08d}"
+                self._created[entity.name].append(row)
+                self._repeatable[request_id] = {"digest": digest, "set": entity.name, "row": row}
+                outcome, status = "stored", 201
+            elif known["digest"] != digest or known["set"] != entity.name:
+                outcome, status, row = "refused", 422, known["row"]
+            else:
+                outcome, status, row = "replayed", 200, known["row"]
+            self.posts.append(
+                {
+                    "set": entity.name,
+                    "request_id": request_id,
+                    "outcome": outcome,
+                    "id": row[entity.key[0]],
+                    "body": payload,
+                }
+            )
+        if status == 422:
+            raise ODataError(422, "ZSCM/011", f"{REPEATABILITY_HEADER} was already used with another request body")
+        if fault is not None and fault.kind == "commit_then_500":
+            raise ODataError(
+                500, "/IWFND/CM_BEC/026", "Timeout while waiting for the backend (simulated, after commit)"
+            )
+        response = self._json({"d": self._entity(entity, request, row)}, fault, status=status)
+        response.headers["Repeatability-Result"] = "accepted"
+        return response
+
+    def _outbound_row(self, entity: EntitySet, payload: Any) -> dict[str, Any]:
+        """A typed row of an outbound entity set from a POST body, checked as the Gateway's DPC would."""
+        if not isinstance(payload, dict):
+            raise ODataError(400, "/IWBEP/CM_MGW_RT/009", "Request body must be one entity (a JSON object)")
+        row: dict[str, Any] = {}
+        for name, kind in entity.properties.items():
+            if name in entity.key or name == "CreatedAt":
+                continue
+            value = payload.get(name)
+            if value is None:
+                if name in ("EndedAt", "RouteId", "Plant", "Reason"):
+                    row[name] = None
+                    continue
+                raise ODataError(400, "/IWBEP/CM_MGW_RT/009", f"Property '{name}' is required ({kind})")
+            if kind == "Edm.DateTime":
+                match = re.fullmatch(r"/Date\((-?\d+)\)/", str(value))
+                if match is None:
+                    raise ODataError(400, "/IWBEP/CM_MGW_RT/009", f"Property '{name}' must be /Date(<ms>)/")
+                row[name] = _EPOCH + timedelta(milliseconds=int(match[1]))
+            elif kind == "Edm.Decimal":
+                try:
+                    row[name] = Decimal(str(value)) if isinstance(value, str) else None
+                except InvalidOperation:
+                    row[name] = None
+                if row[name] is None or not row[name].is_finite():
+                    raise ODataError(400, "/IWBEP/CM_MGW_RT/009", f"Property '{name}' must be an Edm.Decimal string")
+            elif kind == "Edm.Boolean":
+                if not isinstance(value, bool):
+                    raise ODataError(400, "/IWBEP/CM_MGW_RT/009", f"Property '{name}' must be true or false")
+                row[name] = value
+            else:
+                if not isinstance(value, str) or not value:
+                    raise ODataError(400, "/IWBEP/CM_MGW_RT/009", f"Property '{name}' must be a non-empty Edm.String")
+                row[name] = value
+        if entity is PLAN_CONFIRMATION_SET:
+            if row["LineType"] not in ("PRODUCTION", "SHIPMENT"):
+                raise ODataError(400, "ZSCM/012", "LineType must be PRODUCTION or SHIPMENT")
+            if row["BaseUnit"] != "TO":
+                raise ODataError(400, "ZSCM/003", "Quantities are accepted in TO (tonnes) only")
+            if row["LineType"] == "SHIPMENT" and row["RouteId"] not in {r.route_id for r in self.network.routes}:
+                raise ODataError(400, "ZSCM/001", f"Route '{row['RouteId']}' does not exist")
+        row["CreatedAt"] = self.now().replace(microsecond=0)
+        return row
 
     def _plan(self, payload: Any) -> dict[str, Any]:
         """A supply plan line from a POST body, checked as the Gateway's DPC would."""

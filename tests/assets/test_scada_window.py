@@ -193,6 +193,18 @@ def test_a_window_run_loads_checks_aggregates_and_alerts(scada_defs, instance, l
     assert meta["points"]["duplicates_removed"].value == 10
     assert meta["points"]["window_length_s"].value == 300
 
+    # Each point keeps its QARTOD verdict: the spike, the stuck sensor and the clock running ahead.
+    def flags_of(unit: str, sensor: str) -> set[int]:
+        return set(raw.filter((pl.col("unit_id") == unit) & (pl.col("sensor_type") == sensor))["qc_flag"])
+
+    spike = raw.filter((pl.col("unit_id") == "UNIT004") & (pl.col("sensor_type") == "power") & (pl.col("value") == 480))
+    # 480 kW is possible (gross range 0–500 kW) but a lone jump of 400 kW: suspect, not failed.
+    assert spike.select("qc_gross_range", "qc_spike", "qc_flag").row(0) == (1, 3, 3)
+    assert set(raw.filter(pl.col("unit_id") == "UNIT002", pl.col("sensor_type") == "pressure")["qc_flat_line"]) == {3}
+    assert raw.filter(pl.col("source_ts") > pl.col("received_ts"))["qc_timing"].to_list() == [4]
+    assert flags_of("UNIT005", "pressure") == {1}
+    assert sum(meta["points"]["qc_flags"].value.values()) == raw.height
+
     # Checks see what was wrong, and nothing that wasn't.
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_duplicates"] is True

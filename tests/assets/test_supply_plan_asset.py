@@ -217,6 +217,12 @@ def test_the_catalog_and_the_command_line_see_the_plan(landed, lake, instance, a
             "SELECT comment FROM duckdb_columns() WHERE table_name = 'supply_plan_shipments' AND column_name = 'trips'"
         ).fetchone()[0]
     assert set(totals) == {"base", "rail_closed_uplift"}
+    # What outbound/erp_plan_confirmations would confirm to the ERP: this plan's lines.
+    from assets.outbound import read_supply_plan
+
+    production, shipments = read_supply_plan(lake, "base")
+    assert production["quantity_t"].sum() == pytest.approx(of(PLAN_PRODUCTION, lake)["production_t"].sum())
+    assert shipments.height == of(PLAN_SHIPMENTS, lake).height
     assert comment == "Trucks or rakes dispatched in the month."
     # The planner's command on the same lake: the base plan again, within the 1 % gap.
     monkeypatch.setenv("IHUB_LAKE_DIR", lake.root)

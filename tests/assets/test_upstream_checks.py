@@ -19,7 +19,7 @@ def levels(context: dg.AssetExecutionContext) -> None:
 
 @dg.asset_check(asset=levels, blocking=True, partitions_def=DAYS)
 def levels_in_range(context: dg.AssetCheckExecutionContext, config: Quality) -> dg.AssetCheckResult:
-    bad = context.partition_key in config.bad_days
+    bad = any(day in config.bad_days for day in context.partition_keys)
     return dg.AssetCheckResult(passed=not bad, description="level above the tank's overflow" if bad else None)
 
 
@@ -107,3 +107,22 @@ def test_without_partitions_the_latest_execution_counts(partitions):
             raise_on_error=False,
         )
         assert not result.success
+
+
+def test_a_failure_in_a_backfill_over_a_range_blocks_each_of_its_partitions():
+    with dg.instance_for_test() as instance:
+        config = {"ops": {"demo__levels_levels_in_range": {"config": {"bad_days": ["2026-12-01"]}}}}
+        dg.materialize(
+            [levels, plan, levels_in_range, levels_dense],
+            selection=dg.AssetSelection.assets(levels) | dg.AssetSelection.checks_for_assets(levels),
+            instance=instance,
+            run_config=config,
+            tags={
+                "dagster/asset_partition_range_start": "2026-12-01",
+                "dagster/asset_partition_range_end": "2026-12-02",
+            },
+            raise_on_error=False,
+        )
+        for day in ("2026-12-01", "2026-12-02"):  # one evaluation for the range judges both days
+            refused = _plan(instance, day)
+            assert not refused.success, day
