@@ -49,7 +49,8 @@ def shipments_png(result: SupplyPlan) -> bytes:
     top.set_ylabel("thousand tonnes")
     gap = f", gap {100 * result.solution.gap:.2f} %" if result.solution.gap is not None else ""
     top.set_title(f"{result.instance.name}: {result.solution.status}{gap}", fontsize=10)
-    top.legend(fontsize=8, loc="upper left")
+    top.set_ylim(top=max(float(demand.max()), float(base.max()), 1.0) / 1000 * 1.25)  # room for the legend
+    top.legend(fontsize=8, loc="upper center", ncol=4, framealpha=0.9)
 
     costs = result.cost_by_component()
     names = list(costs)
@@ -57,6 +58,7 @@ def shipments_png(result: SupplyPlan) -> bytes:
     bottom.barh(names, values, color="#72B7B2")
     for i, v in enumerate(values):
         bottom.text(v, i, f" {v:,.1f}", va="center", fontsize=8)
+    bottom.set_xlim(right=max(float(values.max()), 1e-9) * 1.18)  # room for the labels
     bottom.invert_yaxis()
     bottom.set_xlabel(f"million {result.instance.currency}")
     total = sum(costs.values()) / 1e6
