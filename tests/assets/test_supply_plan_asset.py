@@ -235,6 +235,16 @@ def test_the_catalog_and_the_command_line_see_the_plan(landed, lake, instance, a
     assert objective == pytest.approx(totals["base"], rel=0.02)
 
 
+def test_the_solver_is_a_scenario_choice(landed, lake, instance):
+    cbc = metadata_of(run_plan(lake, instance, scenario="cbc", solver="cbc", mip_rel_gap=0.001))
+    highs = metadata_of(run_plan(lake, instance, scenario="highs", mip_rel_gap=0.001))
+    assert (cbc["solver"], highs["solver"]) == ("cbc", "highs")
+    assert cbc["objective"] == pytest.approx(highs["objective"], rel=0.002)
+    refused = run_plan(lake, instance, raise_on_error=False, scenario="glpk", solver="glpk")
+    failure = next(e for e in refused.all_events if e.is_step_failure).step_failure_data.user_failure_data
+    assert "solver must be one of highs, cbc, got 'glpk'" in failure.description
+
+
 def test_no_plan_when_a_blocking_check_on_an_input_failed(landed, lake, instance):
     before = lake.read(PLAN_SHIPMENTS)
     plants = lake.read(PLANTS)
