@@ -873,7 +873,12 @@ def explain(built: SupplyModel, options: SolverOptions | None = None, limit: int
     # The elastic model is an LP relaxation question: integrality is kept off so that it solves fast and the
     # slack reflects the bounds, not trip rounding.
     relaxed = replace(model, integrality=np.zeros_like(model.integrality))
-    return explain_infeasibility(relaxed, options, limit=limit, family_weights=weights)
+    found = explain_infeasibility(relaxed, options, limit=limit, family_weights=weights)
+    if found:
+        return found
+    # Feasible once trips and batches may be fractional: the conflict is a whole rake or truck (a minimum
+    # batch above what a bound allows), which only the integer elastic model shows.
+    return explain_infeasibility(model, options, limit=limit, family_weights=weights)
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -294,3 +294,24 @@ def test_an_iu_passes_clinker_on_beyond_its_own_storage():
     ships = dict(result.tables()["shipments"].select("route_id", "shipped_t").iter_rows())
     assert ships == {"IU01-IU02-RAIL": 80.0, "IU02-GU01-ROAD": 80.0}
     assert result.solution.objective == pytest.approx(80 * 10 + 80 * 1 + 50 + 80 * 2 + 4 * 5)
+
+
+def test_a_whole_rake_against_a_rail_cap_is_explained():
+    """Rail may carry at most 80 t in the month, and the contract wants at least 10 t on the rail lane, whose
+    rakes go whole at 100 t (minimum batch): fine with fractional rakes, impossible with whole ones."""
+    inst = replace(
+        tiny(),
+        bounds=(
+            Bound("mode", "RAIL", upper=80, name="rail cap"),
+            Bound("route", "IU01-GU02-RAIL", lower=10, name="contract"),
+        ),
+        routes=(*tiny().routes[:4], replace(tiny().routes[4], min_batch_t=100)),
+    )
+    result = plan(inst, SolverOptions(mip_rel_gap=0.0))
+    assert result.solution.status is SolveStatus.INFEASIBLE
+    # The cheaper way out is to give up the 10 t contract rather than run a rake 20 t over the rail cap.
+    [violation] = result.violations
+    assert violation.family == "route_bounds" and violation.amount == pytest.approx(10)
+    assert (
+        violation.description == "route IU01→GU02 by RAIL (IU01-GU02-RAIL) carries at least 10 t in 2027-03 [contract]"
+    )
