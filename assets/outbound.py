@@ -32,6 +32,8 @@ from contracts.billing import METER_READINGS, METER_READINGS_KEY
 from contracts.dmama import FLOW_READINGS, FLOW_READINGS_KEY
 from contracts.outbound import DEAD_LETTERS, DELIVERIES
 from contracts.scada import SCADA_POINTS, SCADA_POINTS_KEY
+from contracts.supply_plan import PLAN_PRODUCTION as SUPPLY_PLAN_PRODUCTION
+from contracts.supply_plan import PLAN_SHIPMENTS as SUPPLY_PLAN_SHIPMENTS
 from quality.conform import rejects_table
 from resources.billing import BillingClient
 from resources.erp import ErpODataClient, odata_date_value
@@ -39,8 +41,9 @@ from resources.lake import Lake, time_windows
 from resources.outbound import BillingAlerts, DeliveryReport, ErpEntities, Message, deliver
 
 GROUP = "outbound"
-PLAN_PRODUCTION = "plans/supply_production"
-PLAN_SHIPMENTS = "plans/supply_shipments"
+# The supply plan asset's tables (contracts/supply_plan.py), as lake key prefixes.
+PLAN_PRODUCTION = f"{SUPPLY_PLAN_PRODUCTION.layer}/{SUPPLY_PLAN_PRODUCTION.name}"
+PLAN_SHIPMENTS = f"{SUPPLY_PLAN_SHIPMENTS.layer}/{SUPPLY_PLAN_SHIPMENTS.name}"
 
 
 def _common(name: str, owner: str, kinds: set[str]) -> dict[str, Any]:
@@ -394,7 +397,13 @@ def read_supply_plan(lake: Lake, scenario: str) -> tuple[pl.DataFrame, pl.DataFr
         frame = pl.concat([pl.read_parquet(io.BytesIO(lake.storage.read(f))) for f in files], how="diagonal_relaxed")
         if "scenario" in frame.columns:
             frame = frame.filter(pl.col("scenario") == scenario)
-        renames = {"plant": "plant_id", "tonnes": "quantity_t", "production_t": "quantity_t", "period": "period_start"}
+        renames = {
+            "plant": "plant_id",
+            "tonnes": "quantity_t",
+            "production_t": "quantity_t",
+            "shipped_t": "quantity_t",
+            "period": "period_start",
+        }
         frame = frame.rename({k: v for k, v in renames.items() if k in frame.columns and v not in frame.columns})
         wanted = ["plant_id" if key == PLAN_PRODUCTION else "route_id", "period_start", "quantity_t"]
         missing = [c for c in wanted if c not in frame.columns]

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optimize_commands = optimize.add_subparsers(dest="model", required=True, metavar="MODEL")
     optimize_commands.add_parser("solvers", help="list the solvers available (HiGHS, CBC) with their versions")
+    from optimization import supply_cli
+
+    supply_cli.add_parser(optimize_commands)
 
     query = commands.add_parser(
         "query",
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("highs", "cbc"):
             print(f"{name:<6} {found.get(name, 'not available')}")
         return 0 if found else 1
+    if args.command == "optimize" and args.model == "supply":
+        from optimization import supply_cli
+
+        return supply_cli.run(args)
     if args.command == "query":
         import duckdb
 

@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -379,7 +380,11 @@ def _solve_cbc(model: LinearModel, options: SolverOptions) -> Solution:
 
 
 def explain_infeasibility(
-    model: LinearModel, options: SolverOptions | None = None, penalty: float = 1e4, limit: int = 10
+    model: LinearModel,
+    options: SolverOptions | None = None,
+    penalty: float = 1e4,
+    limit: int = 10,
+    family_weights: Mapping[str, float] | None = None,
 ) -> list[Violation]:
     """The rows that must give for the model to have any solution, in their families' words.
 
@@ -387,6 +392,9 @@ def explain_infeasibility(
     are dropped: the question is feasibility, not cost), so the elastic model always has a solution and
     its positive slacks point at the conflicting constraints. Returns at most `limit` violations, largest
     first; an empty list means the model is feasible after all.
+
+    ``family_weights`` multiplies the price of violating a family's rows: a model can make the rows that
+    state physics (a mass balance) dearer than the bounds a planner set, so the answer names the bound.
     """
     options = options or SolverOptions()
     m, n = model.num_rows, model.num_columns
@@ -403,10 +411,15 @@ def explain_infeasibility(
         ]
     )
     k = below.size + above.size
+    row_price = np.full(m, penalty)
+    for name, weight in (family_weights or {}).items():
+        if name in model.row_families:
+            fam = model.row_families[name]
+            row_price[fam.start : fam.start + fam.count] *= weight
     elastic = replace(
         model,
         name=f"{model.name} (elastic)",
-        cost=np.concatenate([np.zeros(n), np.full(k, penalty)]),
+        cost=np.concatenate([np.zeros(n), row_price[below], row_price[above]]),
         col_lower=np.concatenate([model.col_lower, np.zeros(k)]),
         col_upper=np.concatenate([model.col_upper, np.full(k, np.inf)]),
         integrality=np.concatenate([model.integrality, np.zeros(k, dtype=bool)]),

@@ -14,7 +14,20 @@ import dagster as dg
 from assets import catalog
 from assets.bi_export import bi_export_defs
 from assets.quality_scores import quality_score_defs
-from orchestration import billing, dmama, erp, fleet, gis, markets, marts, operations, outbound, scada, weather
+from orchestration import (
+    billing,
+    dmama,
+    erp,
+    fleet,
+    gis,
+    markets,
+    marts,
+    operations,
+    outbound,
+    scada,
+    supply,
+    weather,
+)
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -32,6 +45,7 @@ SOURCES = (
     fleet.defs,
     outbound.defs,
     marts.defs,
+    supply.defs,
 )
 
 

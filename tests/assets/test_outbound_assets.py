@@ -264,13 +264,14 @@ def write_plan(lake, route: str) -> None:
             "scenario": ["base", "base", "high"],
             "plant_id": ["IU01", "IU02", "IU01"],
             "period_start": [datetime(2026, 4, 1).date()] * 3,
-            "quantity_t": [12_000.5, 0.0, 15_000.0],
+            "production_t": [12_000.5, 0.0, 15_000.0],
         }
     )
     shipments = pl.DataFrame(
         {"scenario": ["base"], "route_id": [route], "period_start": [datetime(2026, 4, 1).date()]}
-    ).with_columns(quantity_t=pl.lit(800.0))
-    for key, frame in (("plans/supply_production", production), ("plans/supply_shipments", shipments)):
+    ).with_columns(shipped_t=pl.lit(800.0))
+    # Where and how the supply plan asset writes them (contracts/supply_plan.py).
+    for key, frame in ((outbound.PLAN_PRODUCTION, production), (outbound.PLAN_SHIPMENTS, shipments)):
         buffer = io.BytesIO()
         frame.write_parquet(buffer)
         lake.storage.write(f"{key}/snapshot.parquet", buffer.getvalue())
