@@ -378,9 +378,13 @@ class PlanApproval(dg.Config):
     approve: bool = Field(default=False, description="The planner approves the plan: only then is it sent.")
     approver: str = Field(default="", description="Who approved it (recorded in the ERP as ApprovedBy).")
     scenario: str = Field(default="base", description="Scenario of the supply plan to confirm.")
+    plan_start: str = Field(
+        default="",
+        description="First month of the plan to confirm, YYYY-MM (its partition); empty: the scenario's latest plan.",
+    )
 
 
-def read_supply_plan(lake: Lake, scenario: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_supply_plan(lake: Lake, scenario: str, plan_start: str = "") -> tuple[pl.DataFrame, pl.DataFrame]:
     """The production and shipment lines of a scenario's supply plan, as (production, shipments) with columns
     ``plant_id, period_start, quantity_t`` and ``route_id, period_start, quantity_t``.
 
@@ -397,6 +401,12 @@ def read_supply_plan(lake: Lake, scenario: str) -> tuple[pl.DataFrame, pl.DataFr
         frame = pl.concat([pl.read_parquet(io.BytesIO(lake.storage.read(f))) for f in files], how="diagonal_relaxed")
         if "scenario" in frame.columns:
             frame = frame.filter(pl.col("scenario") == scenario)
+        if "plan_start" in frame.columns and frame.height:
+            # Plans of several months overlap (each covers months ahead): confirm one plan, never a mix.
+            chosen = (
+                datetime.strptime(plan_start, "%Y-%m").date() if plan_start else frame["plan_start"].cast(pl.Date).max()
+            )
+            frame = frame.filter(pl.col("plan_start").cast(pl.Date) == chosen)
         renames = {
             "plant": "plant_id",
             "tonnes": "quantity_t",
@@ -412,6 +422,11 @@ def read_supply_plan(lake: Lake, scenario: str) -> tuple[pl.DataFrame, pl.DataFr
                 f"outbound/erp_plan_confirmations: {key} lacks {', '.join(missing)} (has {', '.join(frame.columns)})"
             )
         frames.append(frame.select(wanted).with_columns(pl.col("period_start").cast(pl.Date)))
+    if plan_start and all(frame.height == 0 for frame in frames):
+        raise dg.Failure(
+            f"outbound/erp_plan_confirmations: no supply plan starting {plan_start} for scenario {scenario!r}; "
+            "materialize that month's plan first"
+        )
     return frames[0], frames[1]
 
 
@@ -456,7 +471,7 @@ def erp_plan_confirmations(
             "outbound/erp_plan_confirmations: the plan is not approved; launch with run config "
             "{ops: {outbound__erp_plan_confirmations: {config: {approve: true, approver: <name>}}}}"
         )
-    production, shipments = read_supply_plan(lake, config.scenario)
+    production, shipments = read_supply_plan(lake, config.scenario, config.plan_start)
     messages = plan_lines(production, shipments, config.scenario, config.approver.strip())
     if not messages:
         raise dg.Failure(f"outbound/erp_plan_confirmations: scenario {config.scenario!r} has no line to confirm")

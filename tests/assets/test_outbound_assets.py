@@ -303,6 +303,32 @@ def test_a_plan_is_confirmed_only_when_approved_and_only_once(resources, instanc
     assert metadata(again)["skipped_already_delivered"] == 2
 
 
+def test_overlapping_plans_of_two_months_are_confirmed_one_plan_at_a_time(resources, instance, lake, esim):
+    route = esim.network.routes[0].route_id
+    april, may = datetime(2026, 4, 1).date(), datetime(2026, 5, 1).date()
+    production = pl.DataFrame(
+        {
+            "scenario": ["base"] * 3,
+            "plan_start": [april, april, may],
+            "plant_id": ["IU01", "IU01", "IU01"],
+            "period_start": [april, may, may],  # both plans cover May
+            "production_t": [10_000.0, 11_000.0, 9_500.0],
+        }
+    )
+    shipments = pl.DataFrame(
+        {"scenario": ["base"], "plan_start": [may], "route_id": [route], "period_start": [may], "shipped_t": [700.0]}
+    )
+    for key, frame in ((outbound.PLAN_PRODUCTION, production), (outbound.PLAN_SHIPMENTS, shipments)):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        lake.storage.write(f"{key}/snapshot.parquet", buffer.getvalue())
+    latest, _ = outbound.read_supply_plan(lake, "base")
+    assert latest.rows() == [("IU01", may, 9_500.0)]  # the latest plan, not a mix with April's view of May
+    first, first_shipments = outbound.read_supply_plan(lake, "base", "2026-04")
+    assert first.rows() == [("IU01", april, 10_000.0), ("IU01", may, 11_000.0)]
+    assert first_shipments.height == 0
+
+
 def _failure(result) -> str:
     return next(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
 
