@@ -82,7 +82,7 @@ def scada_points(n: int, sensors: int) -> pl.DataFrame:
     low = np.array([limits[t].gross_min for t in types])[sensor % len(types)]
     high = np.array([limits[t].gross_max for t in types])[sensor % len(types)]
     middle = (low + high) / 2
-    value = middle + rng.normal(0, 1, n) * (high - low) / 50
+    value = middle + rng.normal(0, 1, n) * (high - low) / 1000  # instrument noise, well inside the step limits
     spikes = rng.random(n) < 0.001
     value[spikes] = high[spikes] * 2  # impossible values
     stuck = (sensor % 97 == 0) & (np.arange(n) % per > per // 2)
