@@ -987,6 +987,7 @@ def test_collector_killed_mid_stream_loses_no_acknowledged_point(mosquitto: Mosq
     points = spool_points(spool_dir)
     keys = {point.key for point in points}
     assert 0 < stored_before_restart < sim.published
-    assert sim.published > 8000
+    # 3,000/s for 4 s; a loaded machine publishes fewer, still thousands around the kill.
+    assert sim.published > 2000
     assert keys == sim.keys
     assert len(keys) == sim.published  # count published = count stored after dedup by key
