@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -379,7 +380,11 @@ def _solve_cbc(model: LinearModel, options: SolverOptions) -> Solution:
 
 
 def explain_infeasibility(
-    model: LinearModel, options: SolverOptions | None = None, penalty: float = 1e4, limit: int = 10
+    model: LinearModel,
+    options: SolverOptions | None = None,
+    penalty: float = 1e4,
+    limit: int = 10,
+    families: Sequence[str] | None = None,
 ) -> list[Violation]:
     """The rows that must give for the model to have any solution, in their families' words.
 
@@ -387,11 +392,25 @@ def explain_infeasibility(
     are dropped: the question is feasibility, not cost), so the elastic model always has a solution and
     its positive slacks point at the conflicting constraints. Returns at most `limit` violations, largest
     first; an empty list means the model is feasible after all.
+
+    `families` limits the slack to those constraint families: physics (a mass balance, a pump's switching
+    identity) stays exact, so the answer names the requirement that cannot be met (a tank's level band)
+    rather than water appearing from nowhere.
     """
     options = options or SolverOptions()
     m, n = model.num_rows, model.num_columns
     lower_finite = np.isfinite(model.row_lower)
     upper_finite = np.isfinite(model.row_upper)
+    if families is not None:
+        unknown = sorted(set(families) - set(model.row_families))
+        if unknown:
+            raise KeyError(f"model {model.name!r} has no constraint families {unknown}; it has {sorted(model.row_families)}")
+        elastic_rows = np.zeros(m, dtype=bool)
+        for name in families:
+            fam = model.row_families[name]
+            elastic_rows[fam.start : fam.start + fam.count] = True
+        lower_finite &= elastic_rows
+        upper_finite &= elastic_rows
     below = np.flatnonzero(lower_finite)  # rows that may fall short of their lower bound: + s
     above = np.flatnonzero(upper_finite)  # rows that may exceed their upper bound: - s
     import scipy.sparse as sp
