@@ -183,11 +183,18 @@ def available_solvers() -> dict[str, str]:
     return found
 
 
-def solve(model: LinearModel, options: SolverOptions | None = None) -> Solution:
-    """Solve `model` with the chosen solver and return an honest `Solution`."""
+def solve(
+    model: LinearModel, options: SolverOptions | None = None, start: dict[str, np.ndarray] | None = None
+) -> Solution:
+    """Solve `model` with the chosen solver and return an honest `Solution`.
+
+    `start` gives values for some variable families (by family name, in the family's shape), a known
+    plan the solver may begin from: HiGHS completes the other columns and keeps the plan as its first
+    incumbent if it is feasible. CBC through PuLP ignores it.
+    """
     options = options or SolverOptions()
     if options.solver == "highs":
-        return _solve_highs(model, options)
+        return _solve_highs(model, options, start)
     return _solve_cbc(model, options)
 
 
@@ -220,7 +227,7 @@ def _highs_lp(model: LinearModel):
     return lp
 
 
-def _solve_highs(model: LinearModel, options: SolverOptions) -> Solution:
+def _solve_highs(model: LinearModel, options: SolverOptions, start: dict[str, np.ndarray] | None = None) -> Solution:
     try:
         import highspy
     except ImportError as exc:
@@ -241,6 +248,10 @@ def _solve_highs(model: LinearModel, options: SolverOptions) -> Solution:
     if options.mps_path:
         Path(options.mps_path).parent.mkdir(parents=True, exist_ok=True)
         highs.writeModel(str(options.mps_path))
+    if start:
+        index = np.concatenate([model.column_families[name].columns.ravel() for name in start])
+        value = np.concatenate([np.asarray(v, dtype=float).ravel() for v in start.values()])
+        highs.setSolution(int(index.size), index.astype(np.int32), value)
     highs.run()
     solve_s = time.perf_counter() - started
     model_status = highs.getModelStatus()
@@ -404,7 +415,9 @@ def explain_infeasibility(
     if families is not None:
         unknown = sorted(set(families) - set(model.row_families))
         if unknown:
-            raise KeyError(f"model {model.name!r} has no constraint families {unknown}; it has {sorted(model.row_families)}")
+            raise KeyError(
+                f"model {model.name!r} has no constraint families {unknown}; it has {sorted(model.row_families)}"
+            )
         elastic_rows = np.zeros(m, dtype=bool)
         for name in families:
             fam = model.row_families[name]
