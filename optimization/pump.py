@@ -160,7 +160,8 @@ def validate(instance: PumpInstance) -> None:
                 )
             if not np.isfinite(level[k]) or not 0 <= level[k] <= tank.max_level_m + 1.0:
                 problems.append(
-                    f"{where}, tank {tank.id}: initial level {float(level[k])!r} m, expected 0..{tank.max_level_m + 1.0} m"
+                    f"{where}, tank {tank.id}: initial level {float(level[k])!r} m, "
+                    f"expected 0..{tank.max_level_m + 1.0} m"
                 )
     for name, values in (
         ("initial_on", instance.initial_on),
@@ -428,7 +429,6 @@ def simulate_baseline(instance: PumpInstance) -> BaselineResult:
     steps, dt = instance.steps, instance.step_h
     P, K = len(s.pumps), len(s.tanks)
     flow = np.array([p.flow_m3h for p in s.pumps])
-    kw = np.array([p.power_kw for p in s.pumps])
     area = np.array([t.area_m2 for t in s.tanks])
     supply_max = np.array([t.supply_max_m3h for t in s.tanks])
     demand = np.asarray(instance.demand_m3h, dtype=float)

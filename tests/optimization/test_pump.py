@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,12 +244,12 @@ def test_validation_names_station_pump_tank_step_and_range():
         validate(replace(inst, price_thb_per_kwh=price, demand_m3h=demand, initial_steps_in_state=np.array([1, -2])))
     problems = caught.value.problems
     assert (
-        "station TINY: tariff missing or out of range at step(s) 3 (got nan at step 3), expected 0..100 THB/kWh at every step"
-        in problems
+        "station TINY: tariff missing or out of range at step(s) 3 (got nan at step 3), "
+        "expected 0..100 THB/kWh at every step" in problems
     )
     assert "station TINY, tank T: demand -5.0 m³/h at step 2 (2), expected 0..100000 m³/h" in problems
     assert "station TINY, pump B: steps in its initial state is negative, expected ≥ 0" in problems
-    with pytest.raises(PumpInputError, match="station TINY: horizon is 700 steps, expected 1..672"):
+    with pytest.raises(PumpInputError, match=r"station TINY: horizon is 700 steps, expected 1\.\.672"):
         validate(
             replace(
                 inst, price_thb_per_kwh=np.full(700, 3.0), on_peak=np.zeros(700, bool), demand_m3h=np.zeros((1, 700))
@@ -268,15 +269,17 @@ def test_stations_file_errors_point_at_the_line(tmp_path):
         "  - id: S\n"
         "    scada_unit: S\n"
         "    tanks:\n"
-        "      - {id: T, area_m2: 10, min_level_m: 3.0, max_level_m: 2.0, level_point: {unit_id: S-T, sensor_type: level}}\n"
+        "      - {id: T, area_m2: 10, min_level_m: 3.0, max_level_m: 2.0,\n"
+        "         level_point: {unit_id: S-T, sensor_type: level}}\n"
         "    pumps:\n"
-        "      - {id: P, flow_m3h: 10, power_kw: 2, to_tank: U, state_point: {unit_id: S-P, sensor_type: pump_status}}\n"
+        "      - {id: P, flow_m3h: 10, power_kw: 2, to_tank: U,\n"
+        "         state_point: {unit_id: S-P, sensor_type: pump_status}}\n"
     )
     with pytest.raises(ConfigError) as caught:
         load_stations(bad)
     text = str(caught.value)
     assert "tank T: min_level_m 3.0 must be below max_level_m 2.0" in text
-    assert ":5:" in text  # the tank's line
+    assert "stations.yaml:5:" in text  # the tank's line
 
 
 def test_baseline_is_the_level_rule_simulated_step_by_step():
@@ -327,7 +330,7 @@ def test_stations_file_matches_the_simulated_station_and_its_scada_points():
     # And the collector's example configuration serves that map under the station's unit id.
     import yaml
 
-    config = yaml.safe_load(open("collector.example.yaml"))
+    config = yaml.safe_load(Path("collector.example.yaml").read_text())
     devices = [d for d in config["modbus"] if d.get("register_map", "").endswith("pump_station.yaml")]
     assert ps01.scada_unit in {d["plant_unit_id"] for d in devices}
 
