@@ -6,6 +6,8 @@ import argparse
 import sys
 import warnings
 
+from optimization import pump_cli
+
 # Every simulator but DMAMA's: name -> (module under simulators/ with a main(argv), what it serves).
 SIMULATORS: dict[str, tuple[str, str]] = {
     "billing": ("billing", "the billing system (JWT, DMAMA's customers and meters)"),
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optimize_commands = optimize.add_subparsers(dest="model", required=True, metavar="MODEL")
     optimize_commands.add_parser("solvers", help="list the solvers available (HiGHS, CBC) with their versions")
+    pump_cli.add_parser(optimize_commands)
 
     query = commands.add_parser(
         "query",
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("highs", "cbc"):
             print(f"{name:<6} {found.get(name, 'not available')}")
         return 0 if found else 1
+    if args.command == "optimize" and args.model == "pump":
+        return pump_cli.run(args)
     if args.command == "query":
         import duckdb
 
