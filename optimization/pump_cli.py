@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 print("ihub optimize pump --station needs --date YYYY-MM-DD (the schedule day, UTC)", file=sys.stderr)
                 return 2
             from assets.pump_schedule import PumpScenario, instance_from_lake
+
             from resources.lake import Lake
 
             overrides = json.loads(args.scenario.read_text()) if args.scenario else {}

@@ -64,7 +64,7 @@ def render_plots(result, directory: str | Path) -> dict[str, Path]:
     # Pump Gantt: plan (solid) and baseline (hatched, thinner) per pump.
     fig, ax = plt.subplots(figsize=(10, 0.7 * len(s.pumps) + 1.2))
     shade(ax)
-    for p, pump in enumerate(s.pumps):
+    for p in range(len(s.pumps)):
         for row, on, style in (
             (p, result.on[p], {"color": "#1f5fa8"}),
             (p + 0.35, result.baseline.on[p], {"color": "#aaaaaa"}),
