@@ -12,7 +12,7 @@ imported inside the functions that use them.
 import dagster as dg
 
 from assets import catalog
-from orchestration import billing, dmama, erp, fleet, gis, markets, scada, weather
+from orchestration import billing, dmama, erp, fleet, gis, markets, pump, scada, weather
 from orchestration.settings import catalog_path, lake_dir, local_timezone, notifier_channels
 from resources.catalog import AnalystCatalog
 from resources.lake import Lake
@@ -28,6 +28,7 @@ SOURCES = (
     billing.defs,
     gis.defs,
     fleet.defs,
+    pump.defs,
 )
 
 
