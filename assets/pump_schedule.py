@@ -17,9 +17,9 @@ One line in the asset graph from a Modbus register and a tariff to a pump schedu
 Partitions are schedule days (UTC), as the price steps are.
 """
 
-
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -444,6 +444,26 @@ def _common(table: LakeTable) -> dict:
     }
 
 
+@cache
+def input_checks() -> tuple[dg.AssetChecksDefinition, ...]:
+    """The checks of the plan's inputs, named to the guard: a run outside a code location (a job subset,
+    ``dg.materialize``) only knows the checks of its own steps. Built on first use, not at import."""
+    from assets import markets
+    from assets.partitions import daily, hourly
+    from quality.dmama import dmama_checks
+    from quality.markets import markets_checks
+    from quality.scada import scada_point_checks
+    from quality.weather import weather_checks
+
+    found = [
+        *dmama_checks(hourly, daily),
+        *markets_checks(markets.price_days, markets.days, markets.weeks),
+        *weather_checks(hourly),
+        scada_point_checks(hourly),
+    ]
+    return tuple(found)
+
+
 def _station(config: PumpScenario):
     from optimization.stations import station
 
@@ -519,9 +539,10 @@ def pump_schedule(context: dg.AssetExecutionContext, config: PumpScenario, lake:
     window = context.partition_time_window
     day = context.partition_key
     # Inputs' checks: the day's price steps, and the last day of the hourly sources feeding the plan.
-    require_upstream_checks(context, [ENERGY_PRICE_STEPS_KEY], [day])
+    checks = input_checks()
+    require_upstream_checks(context, [ENERGY_PRICE_STEPS_KEY], [day], checks=checks)
     hours = [(window.start - timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in range(24, 0, -1)]
-    require_upstream_checks(context, [FLOW_READINGS_KEY, SCADA_POINTS_KEY, FORECASTS_KEY], hours)
+    require_upstream_checks(context, [FLOW_READINGS_KEY, SCADA_POINTS_KEY, FORECASTS_KEY], hours, checks=checks)
     station = _station(config)
     forecast = lake.read(DEMAND_FORECAST, window.start, window.end).filter(pl.col("station_id") == station.id)
     state = lake.read(INITIAL_STATE, window.start, window.end).filter(pl.col("station_id") == station.id)

@@ -18,7 +18,7 @@ from assets.partitions import hourly
 from collector.points import Point, to_micros
 from collector.spool import Spool
 from contracts.dmama import FLOW_READINGS
-from contracts.markets import ENERGY_PRICE_STEPS
+from contracts.markets import ENERGY_PRICE_STEPS, TARIFFS
 from quality.dmama import dmama_checks
 from quality.markets import markets_checks
 from resources.lake import Lake
@@ -30,8 +30,8 @@ from simulators.modbus import PumpStationModel
 from simulators.weather import WeatherConfig, serve_weather
 from tests.conftest import dmama_client
 
-DAY = "2026-03-03"  # a Tuesday: on-peak 09:00–22:00 local
-START = datetime(2026, 3, 3, tzinfo=UTC)
+DAY = "2026-03-04"  # a Wednesday (3 March is Makha Bucha, a holiday: off-peak all day)
+START = datetime(2026, 3, 4, tzinfo=UTC)
 PLAN_ASSETS = [
     pump_schedule.pump_demand_forecast,
     pump_schedule.pump_initial_state,
@@ -85,9 +85,11 @@ def landed(server, tmp_path_factory):
     issued at 23:00 the evening before, the tariff's price steps of the day, and the last SCADA window."""
     root = tmp_path_factory.mktemp("pump") / "lake"
     lake = Lake(root=str(root))
-    with dg.instance_for_test() as instance, serve_markets(MarketsConfig()) as market, serve_weather(
-        WeatherConfig()
-    ) as sky:
+    with (
+        dg.instance_for_test() as instance,
+        serve_markets(MarketsConfig()) as market,
+        serve_weather(WeatherConfig()) as sky,
+    ):
         resources = {"dmama": dmama_client(server), "lake": lake}
         dg.materialize([dmama.dmas], resources=resources, instance=instance)
         dg.materialize(
@@ -100,24 +102,33 @@ def landed(server, tmp_path_factory):
         sky.simulator.now = START - timedelta(minutes=30)
         client = WeatherClient(owm_base_url=sky.url, owm_api_key=sky.config.api_key, met_base_url=sky.url)
         dg.materialize(
-            [weather.forecasts], partition_key=f"{START - timedelta(hours=1):%Y-%m-%d-%H:00}",
-            resources={"weather": client, "lake": lake}, instance=instance,
+            [weather.forecasts],
+            partition_key=f"{START - timedelta(hours=1):%Y-%m-%d-%H:00}",
+            resources={"weather": client, "lake": lake},
+            instance=instance,
         )
         prices = {"markets": MarketsClient(base_url=market.url, api_key=market.config.api_key), "lake": lake}
         dg.materialize(
-            [markets.tariffs, markets.holidays, markets.energy_price_steps], selection=[markets.tariffs, markets.holidays],
-            resources=prices, instance=instance,
+            [markets.tariffs, markets.holidays, markets.energy_price_steps],
+            selection=[markets.tariffs, markets.holidays],
+            resources=prices,
+            instance=instance,
         )
         dg.materialize(
-            [markets.tariffs, markets.holidays, markets.energy_price_steps], selection=[markets.energy_price_steps],
-            partition_key=DAY, resources=prices, instance=instance,
+            [markets.tariffs, markets.holidays, markets.energy_price_steps],
+            selection=[markets.energy_price_steps],
+            partition_key=DAY,
+            resources=prices,
+            instance=instance,
         )
         spool = root.parent / "spool"
         points = scada_points_before(START)
         fill_spool(spool, points, START - timedelta(minutes=5))
         dg.materialize(
-            [scada.points], partition_key=f"{START - timedelta(hours=1):%Y-%m-%d-%H:00}",
-            resources={"scada_spool": ScadaWindows(root=str(spool)), "lake": lake}, instance=instance,
+            [scada.points],
+            partition_key=f"{START - timedelta(hours=1):%Y-%m-%d-%H:00}",
+            resources={"scada_spool": ScadaWindows(root=str(spool)), "lake": lake},
+            instance=instance,
         )
     return root, points
 
@@ -162,13 +173,15 @@ def test_the_day_is_planned_from_the_landed_sources(lake, landed, instance):
     running = {p.unit_id: p.value for p in points if p.sensor_type == "pump_status"}
     pumps = state.filter(pl.col("kind") == "pump").sort("asset_id")
     assert pumps["value"].to_list() == [running["PS01-P1"], running["PS01-P2"], running["PS01-P3"]]
-    # Forecast: the Tuesday slot 00:00 UTC (07:00 local) is the mean of the weekday 07:00 readings × temperature.
+    # Forecast: the Wednesday slot 00:00 UTC (07:00 local) is the mean of the weekday 07:00 readings × temperature.
     forecast = lake.read(pump_schedule.DEMAND_FORECAST).filter(pl.col("tank_id") == "T2").sort("step_start")
     assert forecast.height == 96
     flows = lake.read(FLOW_READINGS).filter(pl.col("dma_id").is_in(["DMA-0003", "DMA-0005"]))
     at_seven = (
         flows.filter(
-            (pl.col("timestamp").dt.hour() == 0) & (pl.col("timestamp").dt.minute() == 0) & (pl.col("timestamp") < START)
+            (pl.col("timestamp").dt.hour() == 0)
+            & (pl.col("timestamp").dt.minute() == 0)
+            & (pl.col("timestamp") < START)
             & ((pl.col("timestamp") + timedelta(hours=7)).dt.weekday() <= 5)
         )
         .group_by("timestamp")
@@ -235,3 +248,34 @@ def test_a_missing_tariff_step_stops_the_plan_naming_the_step(lake, instance):
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "tariff missing or out of range at step(s) 40" in failure.step_failure_data.error.message
+
+
+def test_the_plan_is_not_computed_when_a_blocking_check_on_its_tariff_failed(lake, instance, analyst_catalog):
+    from orchestration.definitions import build_definitions
+
+    # A tariff version whose on-peak rate came through ×10 (a broken feed): the price steps computed
+    # from it fail their blocking check rates_positive when they land.
+    tariffs = lake.read(TARIFFS).with_columns(energy_on_peak_thb_per_kwh=pl.lit(45.0))
+    lake.replace_snapshot(TARIFFS, tariffs)
+    checks = markets_checks(markets.price_days, markets.days, markets.weeks)
+    unused = MarketsClient(base_url="http://127.0.0.1:9", api_key="unused")  # the lake has the tariffs already
+    checked = dg.materialize(
+        [markets.tariffs, markets.holidays, markets.energy_price_steps, *checks],
+        selection=dg.AssetSelection.assets(markets.energy_price_steps),
+        partition_key=DAY,
+        resources={"lake": lake, "markets": unused},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert {e.check_name: e.passed for e in checked.get_asset_check_evaluations()}["rates_positive"] is False
+
+    defs = build_definitions({"lake": lake, "catalog": analyst_catalog})
+    run = defs.resolve_job_def("pump_schedule_job").execute_in_process(
+        partition_key=DAY, instance=instance, raise_on_error=False
+    )
+    assert not run.success
+    failure = next(e for e in run.all_events if e.is_step_failure and e.step_key == "plans__pump_schedule")
+    message = failure.step_failure_data.error.message
+    assert "not computed, because blocking checks on its inputs failed" in message
+    assert "markets/energy_price_steps:rates_positive (partition 2026-03-04)" in message
+    assert lake.read(pump_schedule.SCHEDULE).height == 0  # nothing planned on the broken tariff
