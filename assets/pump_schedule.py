@@ -42,7 +42,7 @@ STEPS_PER_DAY = 96
 LOCAL_OFFSET = timedelta(hours=7)  # Asia/Bangkok: the day's shape and weekends are local
 HISTORY_DAYS = 28
 DEMAND_PER_DEGREE = 0.015  # +1.5 % demand per °C warmer than the reference (a planning assumption)
-STATE_LOOKBACK = timedelta(hours=6)  # SCADA points older than this do not start a plan
+STATE_LOOKBACK = timedelta(hours=24)  # SCADA points older than this do not start a plan
 # Schedule days: one more than the price steps' today, so tomorrow can be planned this evening.
 schedule_days = dg.DailyPartitionsDefinition(start_date=HISTORY_START, end_offset=2)
 
@@ -510,7 +510,7 @@ def pump_demand_forecast(context: dg.AssetExecutionContext, config: PumpScenario
 @dg.asset(name="pump_initial_state", deps=[SCADA_POINTS_KEY], **_common(INITIAL_STATE))
 def pump_initial_state(context: dg.AssetExecutionContext, config: PumpScenario, lake: Lake) -> dg.MaterializeResult:
     """Where the schedule day starts: each tank's level and each pump's run status from the latest GOOD
-    SCADA point before midnight UTC (within six hours), and how long each pump has been in that state."""
+    SCADA point before midnight UTC (within a day), and how long each pump has been in that state."""
     station = _station(config)
     window = context.partition_time_window
     points = lake.read(SCADA_POINTS, window.start - STATE_LOOKBACK, window.start)
