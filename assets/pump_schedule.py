@@ -173,6 +173,11 @@ COSTS = _t(
         Column("plan_energy_thb", pl.Float64(), "Energy part of the plan's cost, THB."),
         Column("plan_demand_charge_thb", pl.Float64(), "Demand charge part, THB."),
         Column("baseline_cost_thb", pl.Float64(), "Same for the operators' level rule, THB.", nullable=False),
+        Column(
+            "baseline_end_water_thb",
+            pl.Float64(),
+            "Energy (THB, cheapest price) to bring the baseline's end levels to the plan's; added before the saving.",
+        ),
         Column("saving_thb", pl.Float64(), "Baseline minus plan, THB."),
         Column("saving_pct", pl.Float64(), "Saving as % of the baseline."),
         Column("why_no_plan", pl.String(), "When infeasible: which requirement fails, in the planner's words."),
@@ -274,11 +279,16 @@ def forecast_demand(station, day: date | str, flows: pl.DataFrame, weather: pl.D
                 history_days=pl.coalesce("typed_days", "all_days").cast(pl.Int64),
             )
         )
-        missing = profile.filter(pl.col("profile_m3h").is_null())
-        if missing.height:
-            raise ValueError(
-                f"station {station.id}, tank {tank.id}: no inflow history at local time slot(s) "
-                f"{missing['slot'].to_list()[:8]} (15-minute slots of the day, 0–95)"
+        profile = profile.sort("step_start")
+        values = profile["profile_m3h"].to_numpy().astype(float)
+        gaps = np.isnan(values)
+        if gaps.any():
+            # A slot never seen (the hour in progress, a feed gap): interpolated between its neighbours on the
+            # day's circle, and marked with history_days 0 so the forecast says what it did not see.
+            known = np.flatnonzero(~gaps)
+            values[gaps] = np.interp(np.flatnonzero(gaps), known, values[known], period=STEPS_PER_DAY)
+            profile = profile.with_columns(
+                profile_m3h=pl.Series(values), history_days=pl.col("history_days").fill_null(0)
             )
         profile = profile.join(temps, on="step_start", how="left").with_columns(
             temperature_factor=pl.when(pl.col("temperature_c").is_null())
@@ -583,6 +593,7 @@ def pump_schedule(context: dg.AssetExecutionContext, config: PumpScenario, lake:
                 "plan_energy_thb",
                 "plan_demand_charge_thb",
                 "baseline_cost_thb",
+                "baseline_end_water_thb",
                 "saving_thb",
                 "saving_pct",
             )

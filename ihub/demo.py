@@ -326,6 +326,7 @@ def _serve_pump_station(stack: contextlib.ExitStack, options: DemoOptions) -> tu
         async with Spool(spool, window_s=300, clock=lambda: clock[0]) as filed:
             await filed.append(points)
             clock[0] = window_start + 305  # the window is over: sealed now, not in five minutes
+            filed.seal_due()
 
     asyncio.run(write())
     return f"PS01 model, {len(points)} points of the last 30 minutes spooled in {spool}", {"IHUB_SPOOL_DIR": str(spool)}
@@ -463,7 +464,8 @@ def _pump_summary() -> None:
     gap = f", gap {row['gap_pct']:.2f} %" if row["gap_pct"] is not None else ""
     _say(
         f"  {row['status']}{gap}: {row['plan_cost_thb']:,.2f} THB against {row['baseline_cost_thb']:,.2f} THB "
-        f"for the operators' level rule, saving {row['saving_thb']:,.2f} THB ({row['saving_pct']:.1f} %)"
+        f"for the operators' level rule (+{row['baseline_end_water_thb'] or 0:,.2f} THB to end as full), "
+        f"saving {row['saving_thb']:,.2f} THB ({row['saving_pct']:.1f} %)"
     )
     _say(f"  plots: {row['plots_dir'] or 'not rendered (matplotlib not installed)'}")
     _say("  schedule: SELECT * FROM marts.pump_schedule WHERE scenario = 'base' ORDER BY pump_id, step")

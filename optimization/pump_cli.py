@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
                 print("ihub optimize pump --station needs --date YYYY-MM-DD (the schedule day, UTC)", file=sys.stderr)
                 return 2
             from assets.pump_schedule import PumpScenario, instance_from_lake
-
             from resources.lake import Lake
 
             overrides = json.loads(args.scenario.read_text()) if args.scenario else {}
@@ -117,7 +116,10 @@ def report(result) -> str:
         f"{result.baseline.band_violations} steps outside a band)"
     )
     if result.has_plan:
-        lines.append(f"saving     {costs['saving_thb']:,.2f} THB  ({costs['saving_pct']:.1f} %)")
+        lines.append(
+            f"saving     {costs['saving_thb']:,.2f} THB  ({costs['saving_pct']:.1f} %; the baseline charged "
+            f"{costs['baseline_end_water_thb']:,.2f} THB to end with the plan's water)"
+        )
         ruler = [" "] * inst.steps
         every = 3 * 60 // inst.step_minutes  # a clock label every three hours
         for t in range(0, inst.steps, every):

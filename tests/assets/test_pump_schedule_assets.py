@@ -202,7 +202,8 @@ def test_the_day_is_planned_from_the_landed_sources(lake, landed, instance):
     expected_energy = float((priced["power_kw"] * 0.25 * priced["energy_thb_per_kwh"]).sum())
     costs = lake.read(pump_schedule.COSTS).row(0, named=True)
     assert costs["plan_energy_thb"] == pytest.approx(expected_energy, abs=0.02)
-    assert costs["saving_thb"] == pytest.approx(costs["baseline_cost_thb"] - costs["plan_cost_thb"], abs=0.02)
+    compared = costs["baseline_cost_thb"] + costs["baseline_end_water_thb"]
+    assert costs["saving_thb"] == pytest.approx(compared - costs["plan_cost_thb"], abs=0.02)
     assert meta["saving_thb"] == costs["saving_thb"]
     levels = lake.read(pump_schedule.TRAJECTORIES).filter(pl.col("tank_id") == "T2")
     assert levels["level_end_m"].min() >= 1.0 - 1e-6 and levels["level_end_m"].max() <= 5.5 + 1e-6
