@@ -547,7 +547,7 @@ class PumpPlan:
                 continue  # filled from the bulk main, which the plan does not pay for
             extra_m3 = (self.level_m[k, -1] - self.baseline.level_m[k, -1]) * tank.area_m2
             value += extra_m3 * min(kwh_per_m3) * cheapest
-        return value
+        return float(value)
 
     def metadata(self) -> dict[str, Any]:
         meta = {**self.solution.metadata(self.build_s), **self.costs()}
