@@ -63,13 +63,14 @@ def run(args: argparse.Namespace) -> int:
                 print("ihub optimize pump --station needs --date YYYY-MM-DD (the schedule day, UTC)", file=sys.stderr)
                 return 2
             from assets.pump_schedule import PumpScenario, instance_from_lake
+            from orchestration.settings import lake_dir
             from resources.lake import Lake
 
             overrides = json.loads(args.scenario.read_text()) if args.scenario else {}
-            scenario = PumpScenario(**overrides)
-            instance = instance_from_lake(Lake(), args.station, args.date, scenario)
+            scenario = PumpScenario(**{"station": args.station, **overrides})
+            instance = instance_from_lake(Lake(root=lake_dir()), args.station, args.date, scenario)
         options = SolverOptions(
-            solver=args.solver,
+            solver=scenario.solver if args.station and args.scenario else args.solver,
             time_limit_s=args.time_limit,
             mip_rel_gap=args.gap,
             mps_path=str(args.mps) if args.mps else None,

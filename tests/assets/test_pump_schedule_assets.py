@@ -280,3 +280,18 @@ def test_the_plan_is_not_computed_when_a_blocking_check_on_its_tariff_failed(lak
     assert "not computed, because blocking checks on its inputs failed" in message
     assert "markets/energy_price_steps:rates_positive (partition 2026-03-04)" in message
     assert lake.read(pump_schedule.SCHEDULE).height == 0  # nothing planned on the broken tariff
+
+
+def test_the_command_line_plans_a_day_from_the_lake(lake, monkeypatch, tmp_path, capsys):
+    from ihub.cli import main
+
+    monkeypatch.setenv("IHUB_LAKE_DIR", lake.root)
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text('{"scenario": "p3_out", "pumps_out_of_service": ["P3"]}')
+    argv = ["optimize", "pump", "--station", "PS01", "--date", DAY, "--scenario", str(scenario), "--time-limit", "20"]
+    assert main([*argv, "--gap", "0.005"]) == 0
+    out = capsys.readouterr().out
+    assert f"station PS01  scenario p3_out  from {DAY} 00:00 UTC  96 steps of 15 min" in out
+    p3 = next(line for line in out.splitlines() if line.startswith("P3      "))
+    assert set(p3[8:]) == {"·"}  # out of service all day
+    assert "saving     " in out
