@@ -30,6 +30,9 @@ from simulators.modbus import PumpStationModel
 from simulators.weather import WeatherConfig, serve_weather
 from tests.conftest import dmama_client
 
+# Landing a week of DMAMA inflow, a forecast, the tariff and a SCADA window, then solving: a minute or two.
+pytestmark = pytest.mark.slow
+
 DAY = "2026-03-04"  # a Wednesday (3 March is Makha Bucha, a holiday: off-peak all day)
 START = datetime(2026, 3, 4, tzinfo=UTC)
 PLAN_ASSETS = [

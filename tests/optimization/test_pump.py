@@ -162,7 +162,8 @@ def test_min_run_history_and_starts_are_respected():
     assert result.solution.objective == pytest.approx(best, abs=1e-6)
 
 
-def test_week_plan_of_the_simulated_station_obeys_run_rest_and_starts():
+@pytest.mark.slow
+def test_two_day_plan_of_the_simulated_station_obeys_run_rest_and_starts():
     inst = example_instance("PS01", steps=192)
     result = plan(inst, SolverOptions(time_limit_s=20, mip_rel_gap=0.01))
     assert result.solution.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
