@@ -6,6 +6,8 @@ import argparse
 import sys
 import warnings
 
+from optimization import pump_cli
+
 # Every simulator but DMAMA's: name -> (module under simulators/ with a main(argv), what it serves).
 SIMULATORS: dict[str, tuple[str, str]] = {
     "billing": ("billing", "the billing system (JWT, DMAMA's customers and meters)"),
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     from optimization import supply_cli
 
     supply_cli.add_parser(optimize_commands)
+    pump_cli.add_parser(optimize_commands)
 
     query = commands.add_parser(
         "query",
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         from optimization import supply_cli
 
         return supply_cli.run(args)
+    if args.command == "optimize" and args.model == "pump":
+        return pump_cli.run(args)
     if args.command == "query":
         import duckdb
 

@@ -37,6 +37,7 @@ class Step:
     # Partition range worked out when the step starts, for a source that only answers for the hour in
     # progress (a forecast is fetched as issued): the demo may have crossed an hour since it began.
     keys_when_run: Callable[[], tuple[str, str]] | None = None
+    config: dict | None = None  # run config of the job's ops, merged with the demo's quiet logging
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,65 @@ def _outbound_steps(now: datetime, options: DemoOptions) -> list[Step]:
     return [Step(f"anomaly alerts to billing for {day}", "outbound_billing_alerts_job", (day, day), "deliveries")]
 
 
+def _serve_pump_station(stack: contextlib.ExitStack, options: DemoOptions) -> tuple[str, dict[str, str]]:
+    """The simulated pump station PS01 (the Modbus simulator's model) over the last 30 minutes, its tank
+    levels and pump states spooled as the collector files them, so the plan starts from SCADA's latest
+    points. (The live part of the demo reads the same station over Modbus TCP; the batch part needs its
+    points now, not after a collector has run.)"""
+    import asyncio
+
+    from collector.points import Point, to_micros
+    from collector.spool import Spool
+    from orchestration.settings import data_dir
+    from simulators.modbus import PumpStationModel
+
+    spool = data_dir() / "spool"
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    model = PumpStationModel(seed=1, plant_unit_id="PS01", start=end - timedelta(minutes=30))
+    points = []
+    for second in range(1, 1801):
+        model.step()
+        if second % 60:
+            continue
+        at = to_micros(model.start + timedelta(seconds=model.t))
+        readings = [
+            ("level", "PS01-T1", model.values["tank1_level"], "m"),
+            ("level", "PS01-T2", model.values["tank2_level"], "m"),
+        ]
+        readings += [("pump_status", f"PS01-P{p}", float(model.values[f"pump{p}_status"]), "") for p in (1, 2, 3)]
+        for sensor, unit, value, eng in readings:
+            points.append(Point("modbus", "ps01-plc", unit, sensor, round(value, 3), eng, "GOOD", at, at + 20_000))
+    window_start = end.timestamp() - end.timestamp() % 300
+    clock = [window_start + 1]
+
+    async def write() -> None:
+        async with Spool(spool, window_s=300, clock=lambda: clock[0]) as filed:
+            await filed.append(points)
+            clock[0] = window_start + 305  # the window is over: sealed now, not in five minutes
+            filed.seal_due()
+
+    asyncio.run(write())
+    return f"PS01 model, {len(points)} points of the last 30 minutes spooled in {spool}", {"IHUB_SPOOL_DIR": str(spool)}
+
+
+def _pump_steps(now: datetime, options: DemoOptions) -> list[Step]:
+    from assets.partitions import hourly
+    from assets.pump_schedule import schedule_days
+
+    hour = hourly.get_partition_key_for_timestamp((now - timedelta(minutes=2)).timestamp())
+    tomorrow = schedule_days.get_partition_key_for_timestamp((now + timedelta(days=1)).timestamp())
+    config = {"plans__pump_schedule": {"config": {"time_limit_s": 20.0}}}
+    return [
+        Step(f"SCADA window of pump station PS01, hour {hour} UTC", "scada_window_job", (hour, hour)),
+        Step(
+            f"tomorrow's pump schedule for PS01 ({tomorrow} UTC)",
+            "pump_schedule_job",
+            (tomorrow, tomorrow),
+            config=config,
+        ),
+    ]
+
+
 # In order: a source whose assets read another's tables comes after it (billing and the GIS join DMAMA's
 # meters; weather places its stations at the GIS's DMA centroids, or DMAMA's coordinates; the fleet's geofences
 # come from the ERP's plants; outbound sends what billing's readings showed).
@@ -337,6 +397,8 @@ SOURCES: tuple[DemoSource, ...] = (
     DemoSource("erp", _serve_erp, _erp_steps),
     DemoSource("fleet", _serve_fleet, _fleet_steps),
     DemoSource("outbound", _serve_outbound, _outbound_steps),
+    # Last: tomorrow's pump schedule reads DMAMA's inflow, the weather forecast, the price steps and SCADA.
+    DemoSource("pump", _serve_pump_station, _pump_steps),
 )
 
 
@@ -393,8 +455,9 @@ def _run_pipeline(options: DemoOptions) -> int:
                 "dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[1],
             }
+        run_config = {**QUIET, "ops": step.config} if step.config else QUIET
         result = defs.resolve_job_def(step.job).execute_in_process(
-            instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+            instance=instance, tags=tags, run_config=run_config, raise_on_error=False
         )
         tally = tallies.setdefault(source, SourceTally())
         # A single-run backfill reports its totals on every partition it wrote: count each asset once a run.
@@ -424,7 +487,35 @@ def _run_pipeline(options: DemoOptions) -> int:
                     _say(f"      {event.step_key}: {event.step_failure_data.error.message.strip()}")
             return 1
     _summary(tallies, failures)
+    _pump_summary()
     return 0 if not failures else 1
+
+
+def _pump_summary() -> None:
+    """Tomorrow's pump schedule in one paragraph: cost, saving against the level rule, where the plots are."""
+    import polars as pl
+
+    from assets.pump_schedule import COSTS
+    from orchestration.settings import lake_dir
+    from resources.lake import Lake
+
+    costs = Lake(root=lake_dir()).read(COSTS)
+    if costs.height == 0:
+        return
+    row = costs.sort("day_start").filter(pl.col("scenario") == "base").row(-1, named=True)
+    _say("")
+    _say(f"Pump schedule for {row['station_id']} on {row['day_start']:%Y-%m-%d} (UTC day), scenario base:")
+    if row["plan_cost_thb"] is None:
+        _say(f"  no plan ({row['status']}): {row['why_no_plan']}")
+        return
+    gap = f", gap {row['gap_pct']:.2f} %" if row["gap_pct"] is not None else ""
+    _say(
+        f"  {row['status']}{gap}: {row['plan_cost_thb']:,.2f} THB against {row['baseline_cost_thb']:,.2f} THB "
+        f"for the operators' level rule (+{row['baseline_end_water_thb'] or 0:,.2f} THB to end as full), "
+        f"saving {row['saving_thb']:,.2f} THB ({row['saving_pct']:.1f} %)"
+    )
+    _say(f"  plots: {row['plots_dir'] or 'not rendered (matplotlib not installed)'}")
+    _say("  schedule: SELECT * FROM marts.pump_schedule WHERE scenario = 'base' ORDER BY pump_id, step")
 
 
 def _count(value: object) -> int:

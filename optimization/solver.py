@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -183,11 +183,18 @@ def available_solvers() -> dict[str, str]:
     return found
 
 
-def solve(model: LinearModel, options: SolverOptions | None = None) -> Solution:
-    """Solve `model` with the chosen solver and return an honest `Solution`."""
+def solve(
+    model: LinearModel, options: SolverOptions | None = None, start: dict[str, np.ndarray] | None = None
+) -> Solution:
+    """Solve `model` with the chosen solver and return an honest `Solution`.
+
+    `start` gives values for some variable families (by family name, in the family's shape), a known
+    plan the solver may begin from: HiGHS completes the other columns and keeps the plan as its first
+    incumbent if it is feasible. CBC through PuLP ignores it.
+    """
     options = options or SolverOptions()
     if options.solver == "highs":
-        return _solve_highs(model, options)
+        return _solve_highs(model, options, start)
     return _solve_cbc(model, options)
 
 
@@ -220,7 +227,7 @@ def _highs_lp(model: LinearModel):
     return lp
 
 
-def _solve_highs(model: LinearModel, options: SolverOptions) -> Solution:
+def _solve_highs(model: LinearModel, options: SolverOptions, start: dict[str, np.ndarray] | None = None) -> Solution:
     try:
         import highspy
     except ImportError as exc:
@@ -241,6 +248,10 @@ def _solve_highs(model: LinearModel, options: SolverOptions) -> Solution:
     if options.mps_path:
         Path(options.mps_path).parent.mkdir(parents=True, exist_ok=True)
         highs.writeModel(str(options.mps_path))
+    if start:
+        index = np.concatenate([model.column_families[name].columns.ravel() for name in start])
+        value = np.concatenate([np.asarray(v, dtype=float).ravel() for v in start.values()])
+        highs.setSolution(int(index.size), index.astype(np.int32), value)
     highs.run()
     solve_s = time.perf_counter() - started
     model_status = highs.getModelStatus()
@@ -385,6 +396,7 @@ def explain_infeasibility(
     penalty: float = 1e4,
     limit: int = 10,
     family_weights: Mapping[str, float] | None = None,
+    families: Sequence[str] | None = None,
 ) -> list[Violation]:
     """The rows that must give for the model to have any solution, in their families' words.
 
@@ -395,11 +407,26 @@ def explain_infeasibility(
 
     ``family_weights`` multiplies the price of violating a family's rows: a model can make the rows that
     state physics (a mass balance) dearer than the bounds a planner set, so the answer names the bound.
+    ``families`` goes further and limits the slack to those constraint families: physics (a mass balance,
+    a pump's switching identity) stays exact, so the answer names the requirement that cannot be met (a
+    tank's level band) rather than water appearing from nowhere.
     """
     options = options or SolverOptions()
     m, n = model.num_rows, model.num_columns
     lower_finite = np.isfinite(model.row_lower)
     upper_finite = np.isfinite(model.row_upper)
+    if families is not None:
+        unknown = sorted(set(families) - set(model.row_families))
+        if unknown:
+            raise KeyError(
+                f"model {model.name!r} has no constraint families {unknown}; it has {sorted(model.row_families)}"
+            )
+        elastic_rows = np.zeros(m, dtype=bool)
+        for name in families:
+            fam = model.row_families[name]
+            elastic_rows[fam.start : fam.start + fam.count] = True
+        lower_finite &= elastic_rows
+        upper_finite &= elastic_rows
     below = np.flatnonzero(lower_finite)  # rows that may fall short of their lower bound: + s
     above = np.flatnonzero(upper_finite)  # rows that may exceed their upper bound: - s
     import scipy.sparse as sp

@@ -24,6 +24,7 @@ from orchestration import (
     marts,
     operations,
     outbound,
+    pump,
     scada,
     supply,
     weather,
@@ -46,6 +47,7 @@ SOURCES = (
     outbound.defs,
     marts.defs,
     supply.defs,
+    pump.defs,
 )
 
 
