@@ -104,6 +104,18 @@ class BaselineRule(BaseModel):
         return self
 
 
+class BalanceMeters(BaseModel):
+    """The flow meters (m³/h) at the station's boundary: what comes in and what leaves for the network.
+    With the tanks' levels they close the station's water balance (quality/consistency.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inflow_point: ScadaPoint
+    outflow_point: ScadaPoint
+    tolerance_pct: float = Field(default=10.0, gt=0, le=100)
+    tolerance_m3: float = Field(default=2.0, ge=0)
+
+
 class Station(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,6 +125,7 @@ class Station(BaseModel):
     tanks: tuple[Tank, ...] = Field(min_length=1)
     pumps: tuple[Pump, ...] = Field(min_length=1)
     baseline: tuple[BaselineRule, ...] = ()
+    balance: BalanceMeters | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Self:

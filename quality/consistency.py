@@ -80,12 +80,43 @@ class StationBalance:
 
 
 def station_balance(points: pl.DataFrame, station: StationBalance, start: datetime, end: datetime) -> dict:
-    """The window's balance: volumes in and out (trapezoidal integration of m³/h over time), the tanks'
-    storage change, the residual and whether it is within tolerance (None when a series is missing)."""
+    """The window's balance: volumes in and out (trapezoidal integration of m³/h) over the span the tank
+    levels cover, the tanks' storage change over that span, the residual and whether it is within tolerance
+    (None when a series is missing). Levels report less often than flows, so the flows are integrated only
+    between the first and last level readings they are compared with."""
     window = points.filter((pl.col("source_ts") >= start) & (pl.col("source_ts") < end))
+    figures = {
+        "station": station.station,
+        "inflow_m3": None,
+        "outflow_m3": None,
+        "storage_change_m3": None,
+        "residual_m3": None,
+        "allowed_m3": None,
+        "balanced": None,
+    }
+    levels = {}
+    for tank in station.tank_areas_m2:
+        series = _series(window.filter(pl.col("unit_id") == tank), "level", "level")
+        if series.height < 2:
+            return figures
+        levels[tank] = series
+    span_start = max(series["source_ts"][0] for series in levels.values())
+    span_end = min(series["source_ts"][-1] for series in levels.values())
+    if span_end <= span_start:
+        return figures
+
+    def level_at(series: pl.DataFrame, at: datetime) -> float:
+        return float(series.filter(pl.col("source_ts") <= at)["level"][-1])
+
+    storage = sum(
+        area * (level_at(levels[tank], span_end) - level_at(levels[tank], span_start))
+        for tank, area in station.tank_areas_m2.items()
+    )
 
     def volume_m3(unit: str) -> float | None:
-        series = _series(window.filter(pl.col("unit_id") == unit), "flow", "flow")
+        series = _series(window.filter(pl.col("unit_id") == unit), "flow", "flow").filter(
+            pl.col("source_ts").is_between(span_start, span_end)
+        )
         if series.height < 2:
             return None
         hours = series["source_ts"].diff().dt.total_microseconds().cast(pl.Float64) / 3.6e9
@@ -94,25 +125,31 @@ def station_balance(points: pl.DataFrame, station: StationBalance, start: dateti
 
     inflow = volume_m3(station.inflow_unit)
     outflow = volume_m3(station.outflow_unit)
-    storage = 0.0
-    for tank, area in station.tank_areas_m2.items():
-        levels = _series(window.filter(pl.col("unit_id") == tank), "level", "level")
-        if levels.height < 2:
-            storage = None
-            break
-        storage += area * float(levels["level"][-1] - levels["level"][0])
-    figures = {
-        "station": station.station,
-        "inflow_m3": inflow,
-        "outflow_m3": outflow,
-        "storage_change_m3": storage,
-        "residual_m3": None,
-        "allowed_m3": None,
-        "balanced": None,
-    }
-    if inflow is None or outflow is None or storage is None:
+    figures.update(inflow_m3=inflow, outflow_m3=outflow, storage_change_m3=storage)
+    if inflow is None or outflow is None:
         return figures
     residual = inflow - outflow - storage
     allowed = max(station.tolerance_m3, station.tolerance_pct / 100 * max(inflow, outflow))
     figures.update(residual_m3=residual, allowed_m3=allowed, balanced=abs(residual) <= allowed)
     return figures
+
+
+def balances_of_stations() -> list[StationBalance]:
+    """The stations of ``optimization/stations.yaml`` whose boundary meters are declared."""
+    from optimization.stations import load_stations
+
+    found = []
+    for station in load_stations().stations:
+        if station.balance is None:
+            continue
+        found.append(
+            StationBalance(
+                station=station.id,
+                inflow_unit=station.balance.inflow_point.unit_id,
+                outflow_unit=station.balance.outflow_point.unit_id,
+                tank_areas_m2={tank.level_point.unit_id: tank.area_m2 for tank in station.tanks},
+                tolerance_pct=station.balance.tolerance_pct,
+                tolerance_m3=station.balance.tolerance_m3,
+            )
+        )
+    return found

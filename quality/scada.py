@@ -185,6 +185,11 @@ def scada_point_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
             "valve_status_agrees_with_flow",
             "No valve reported closed while the flow meter behind it measures flow.",
         ),
+        spec(
+            "station_water_balance",
+            "Each pumping station's inflow minus outflow matches what its tanks gained over the window (within "
+            "10 % or 2 m³; stations and meters from optimization/stations.yaml).",
+        ),
     ]
 
     @dg.multi_asset_check(specs=specs, name="scada_points_window_checks")
@@ -193,6 +198,8 @@ def scada_point_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
     ) -> Iterator[dg.AssetCheckResult]:
         manifests = run_windows(context, scada_spool, loaded=True)
         limits = timeseries.load_limits()
+        stations = consistency.balances_of_stations()
+        balances: list[dict] = []
         found: dict[str, list[pl.DataFrame]] = {spec.name: [] for spec in specs}
         judged = 0
         for manifest in manifests:
@@ -208,11 +215,24 @@ def scada_point_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.
             found["future_timestamps"].append(timeseries.future_timestamps(received))
             found["pump_status_agrees_with_power"].append(consistency.pumps_off_drawing_power(measured))
             found["valve_status_agrees_with_flow"].append(consistency.closed_valves_passing_flow(measured))
+            judged_balances = [consistency.station_balance(measured, s, manifest.start, manifest.end) for s in stations]
+            balances.extend(b for b in judged_balances if b["balanced"] is not None)
+            found["station_water_balance"].append(
+                pl.DataFrame(
+                    {
+                        "unit_id": [b["station"] for b in judged_balances if b["balanced"] is False],
+                        "sensor_type": ["water_balance"] * sum(b["balanced"] is False for b in judged_balances),
+                    },
+                    schema={"unit_id": pl.String, "sensor_type": pl.String},
+                )
+            )
         metadata = {
             "windows": ", ".join(m.window for m in manifests) or "none",
             "window_count": len(manifests),
             "window_length_s": ", ".join(sorted({str(m.length_s) for m in manifests})) or "none",
             "points_judged": judged,
+            "station_balances_judged": len(balances),
+            "largest_balance_residual_m3": round(max((abs(b["residual_m3"]) for b in balances), default=0.0), 3),
         }
         for spec in specs:
             frames = [f.select("unit_id", "sensor_type") for f in found[spec.name]]

@@ -117,3 +117,19 @@ def test_an_inflow_meter_reading_high_breaks_the_balance(hour):
 def test_a_missing_series_is_not_judged(hour):
     no_levels = hour.filter(pl.col("unit_id") != "PS01-T2")
     assert station_balance(no_levels, STATION, START, START + timedelta(hours=1))["balanced"] is None
+
+
+def test_the_shipped_stations_declare_ps01s_meters_and_its_five_minute_windows_balance():
+    from quality.consistency import balances_of_stations
+
+    (ps01,) = [s for s in balances_of_stations() if s.station == "PS01"]
+    assert (ps01.inflow_unit, ps01.outflow_unit) == ("PS01-IN", "PS01")
+    assert ps01.tank_areas_m2 == {"PS01-T1": 120.0, "PS01-T2": 40.0}
+    # As the collector reads the station: flows every 5 s, levels every minute (collector/maps).
+    points = station_points(seconds=1800).filter(
+        (pl.col("sensor_type") != "level") | (pl.col("source_ts").dt.second() == 1)
+    )
+    for minute in range(0, 30, 5):
+        start = START + timedelta(minutes=minute)
+        balance = station_balance(points, ps01, start, start + timedelta(minutes=5))
+        assert balance["balanced"] is True, balance
