@@ -339,7 +339,10 @@ def _serve_pump_station(stack: contextlib.ExitStack, options: DemoOptions) -> tu
     from simulators.modbus import PumpStationModel
 
     spool = data_dir() / "spool"
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    # The last closed 5-minute window, filled to its end: a window judged before its end would show the
+    # minutes still to come as a silence (the gaps check).
+    now = datetime.now(UTC).timestamp()
+    end = datetime.fromtimestamp(now - now % 300, UTC)
     model = PumpStationModel(seed=1, plant_unit_id="PS01", start=end - timedelta(minutes=30))
     points = []
     for second in range(1, 1801):
@@ -354,7 +357,7 @@ def _serve_pump_station(stack: contextlib.ExitStack, options: DemoOptions) -> tu
         readings += [("pump_status", f"PS01-P{p}", float(model.values[f"pump{p}_status"]), "") for p in (1, 2, 3)]
         for sensor, unit, value, eng in readings:
             points.append(Point("modbus", "ps01-plc", unit, sensor, round(value, 3), eng, "GOOD", at, at + 20_000))
-    window_start = end.timestamp() - end.timestamp() % 300
+    window_start = end.timestamp() - 300
     clock = [window_start + 1]
 
     async def write() -> None:
@@ -364,14 +367,17 @@ def _serve_pump_station(stack: contextlib.ExitStack, options: DemoOptions) -> tu
             filed.seal_due()
 
     asyncio.run(write())
-    return f"PS01 model, {len(points)} points of the last 30 minutes spooled in {spool}", {"IHUB_SPOOL_DIR": str(spool)}
+    env = {"IHUB_SPOOL_DIR": str(spool), "IHUB_DEMO_PS01_WINDOW_START": str(int(window_start))}
+    return f"PS01 model, {len(points)} points of the 30 minutes to {end:%H:%M}Z spooled in {spool}", env
 
 
 def _pump_steps(now: datetime, options: DemoOptions) -> list[Step]:
     from assets.partitions import hourly
     from assets.pump_schedule import schedule_days
 
-    hour = hourly.get_partition_key_for_timestamp((now - timedelta(minutes=2)).timestamp())
+    # The hour of the window the PS01 points were spooled into (set when the demo served them).
+    window_start = float(os.environ.get("IHUB_DEMO_PS01_WINDOW_START", (now - timedelta(minutes=5)).timestamp()))
+    hour = hourly.get_partition_key_for_timestamp(window_start)
     tomorrow = schedule_days.get_partition_key_for_timestamp((now + timedelta(days=1)).timestamp())
     config = {"plans__pump_schedule": {"config": {"time_limit_s": 20.0}}}
     return [
