@@ -19,7 +19,6 @@ Partitions are schedule days (UTC), as the price steps are.
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -39,9 +38,11 @@ from resources.lake import Column, Lake, LakeTable, time_windows
 GROUP = "plans"
 STEP = timedelta(minutes=15)
 STEPS_PER_DAY = 96
-LOCAL_OFFSET = timedelta(hours=7)  # Asia/Bangkok: the day's shape and weekends are local
 HISTORY_DAYS = 28
 DEMAND_PER_DEGREE = 0.015  # +1.5 % demand per °C warmer than the reference (a planning assumption)
+# Asia/Bangkok: the day's shape and weekends are local. As optimization/pump.py has it, not imported from
+# there: that would load the solver stack (scipy) with the definitions.
+LOCAL_OFFSET = timedelta(hours=7)
 STATE_LOOKBACK = timedelta(hours=24)  # SCADA points older than this do not start a plan
 # Schedule days: one more than the price steps' today, so tomorrow can be planned this evening.
 schedule_days = dg.DailyPartitionsDefinition(start_date=HISTORY_START, end_offset=2)
@@ -454,26 +455,6 @@ def _common(table: LakeTable) -> dict:
     }
 
 
-@cache
-def input_checks() -> tuple[dg.AssetChecksDefinition, ...]:
-    """The checks of the plan's inputs, named to the guard: a run outside a code location (a job subset,
-    ``dg.materialize``) only knows the checks of its own steps. Built on first use, not at import."""
-    from assets import markets
-    from assets.partitions import daily, hourly
-    from quality.dmama import dmama_checks
-    from quality.markets import markets_checks
-    from quality.scada import scada_point_checks
-    from quality.weather import weather_checks
-
-    found = [
-        *dmama_checks(hourly, daily),
-        *markets_checks(markets.price_days, markets.days, markets.weeks),
-        *weather_checks(hourly),
-        scada_point_checks(hourly),
-    ]
-    return tuple(found)
-
-
 def _station(config: PumpScenario):
     from optimization.stations import station
 
@@ -549,10 +530,9 @@ def pump_schedule(context: dg.AssetExecutionContext, config: PumpScenario, lake:
     window = context.partition_time_window
     day = context.partition_key
     # Inputs' checks: the day's price steps, and the last day of the hourly sources feeding the plan.
-    checks = input_checks()
-    require_upstream_checks(context, [ENERGY_PRICE_STEPS_KEY], [day], checks=checks)
+    require_upstream_checks(context, [ENERGY_PRICE_STEPS_KEY], [day])
     hours = [(window.start - timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in range(24, 0, -1)]
-    require_upstream_checks(context, [FLOW_READINGS_KEY, SCADA_POINTS_KEY, FORECASTS_KEY], hours, checks=checks)
+    require_upstream_checks(context, [FLOW_READINGS_KEY, SCADA_POINTS_KEY, FORECASTS_KEY], hours)
     station = _station(config)
     forecast = lake.read(DEMAND_FORECAST, window.start, window.end).filter(pl.col("station_id") == station.id)
     state = lake.read(INITIAL_STATE, window.start, window.end).filter(pl.col("station_id") == station.id)

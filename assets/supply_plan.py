@@ -9,7 +9,6 @@ shipments, the chart (also written as a PNG next to the plan) and the scenarios 
 """
 
 import base64
-import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -62,16 +61,6 @@ class SupplyPlanConfig(dg.Config):
     shortage_penalty_inr_per_t: float = 20_000.0
 
 
-@functools.cache
-def _input_checks() -> tuple[dg.AssetChecksDefinition, ...]:
-    """The ERP's checks, named explicitly: a run outside a code location (dg.materialize of a selection)
-    does not see them in its asset graph (see assets/upstream_checks.py)."""
-    from assets.partitions import daily
-    from quality.erp import erp_checks
-
-    return tuple(erp_checks(daily))
-
-
 @dg.asset(
     key=SUPPLY_PLAN_KEY,
     group_name="plans",
@@ -98,7 +87,7 @@ def supply_plan(context: dg.AssetExecutionContext, config: SupplyPlanConfig, lak
 
     if not _SCENARIO.match(config.scenario):
         raise dg.Failure(f"scenario name {config.scenario!r}: letters, digits, - and _ only (it names lake folders)")
-    check_report = require_upstream_checks(context, UPSTREAM, None, checks=_input_checks())
+    check_report = require_upstream_checks(context, UPSTREAM, None)
     window = context.partition_time_window
     first = window.start.astimezone(UTC).date()
     bounds = (

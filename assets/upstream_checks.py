@@ -10,7 +10,7 @@ is not wrong data.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,15 +131,20 @@ def _blocking_checks(
 ) -> dict[dg.AssetCheckKey, dg.AssetCheckSpec]:
     """Blocking checks on the upstream assets: from the code location's asset graph, plus ``checks``.
 
-    A run launched in a code location (UI, schedule, CLI) knows every check of the repository. A run of a
-    job subset outside one (``dg.materialize`` with a selection) knows only the selected steps, so such a
-    caller names the checks of its inputs itself.
+    A run launched in a code location (UI, schedule, CLI) knows every check of the repository. A run
+    outside one (``execute_in_process`` of a hub job, ``dg.materialize`` of a selection) knows only its own
+    steps, so the hub's own definitions are asked instead; ``checks`` adds checks of assets that are not
+    the hub's (a test's own assets).
     """
     upstream = set(upstream_keys)
     found: dict[dg.AssetCheckKey, dg.AssetCheckSpec] = {}
     graphs = [context.job_def.asset_layer.asset_graph]
-    with contextlib.suppress(CheckError):  # no repository outside a code location
+    try:
         graphs.insert(0, context.repository_def.asset_graph)
+    except CheckError:  # no repository outside a code location
+        hub = _hub_asset_graph()
+        if upstream & set(hub.get_all_asset_keys()):
+            graphs.insert(0, hub)
     for graph in graphs:
         for key in graph.get_check_keys_for_assets(upstream):
             spec = graph.get_check_spec(key)
@@ -150,3 +155,11 @@ def _blocking_checks(
             if spec.blocking and spec.asset_key in upstream:
                 found.setdefault(spec.key, spec)
     return found
+
+
+@functools.cache
+def _hub_asset_graph():
+    """The hub's whole asset graph, checks included; imported on first use (definitions import this module)."""
+    from orchestration.definitions import defs
+
+    return defs.resolve_asset_graph()

@@ -14,6 +14,7 @@ logs, metadata or errors: errors name the host, the database, the schema and the
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,8 +159,6 @@ class BiPostgres(dg.ConfigurableResource):
 
 
 def _json(value) -> str | None:
-    import json
-
     if value is None:
         return None
     return json.dumps(value.to_list() if hasattr(value, "to_list") else value, default=str)
